@@ -1,0 +1,29 @@
+"""damoyolo: DAMO-YOLO real-time object detection.
+
+Public API::
+
+    import damoyolo
+    damoyolo.list_models()                        # the eight published presets
+    model = damoyolo.build_model("damoyolo-t")    # random weights
+    model = damoyolo.load_model("ckpt.pth", model="damoyolo-t")  # ours or official
+    model.eval(); out = model(images); scores, boxes = model.decode(out)
+    damoyolo.reparameterize(model)                # deploy form
+"""
+
+__version__ = "0.1.0"
+
+from .checkpoint import build_model, load_model, save_model  # noqa: E402
+from .config import ModelConfig  # noqa: E402
+from .models.detector import DAMOYOLO  # noqa: E402
+from .models.reparam import reparameterize  # noqa: E402
+from .postprocess import Detections  # noqa: E402
+from .presets import PRESETS, get_preset, preset_names  # noqa: E402
+
+
+def list_models() -> list[str]:
+    """Names of the published presets."""
+    return preset_names()
+
+
+__all__ = ["__version__", "build_model", "load_model", "save_model", "ModelConfig", "DAMOYOLO",
+           "reparameterize", "Detections", "PRESETS", "get_preset", "preset_names", "list_models"]

@@ -1,0 +1,168 @@
+"""Self-describing checkpoints, atomic writes, and loading of official checkpoints.
+
+Our format is a dict::
+
+    {"format": "damoyolo", "version": "0.1.0",
+     "model_config": {...},          # ModelConfig as plain data
+     "class_names": [...],           # contiguous label -> name
+     "category_ids": [...] | None,   # contiguous label -> dataset category id
+     "model": state_dict,            # training-structure weights
+     ...}                            # training extras (ema, optimizer, epoch, ...)
+
+``load_model`` also accepts official release checkpoints (``{'model': sd}`` or a bare
+state dict, with or without ``module.`` prefixes); their architecture must be named
+with ``model=``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .config import ModelConfig, from_dict, to_dict
+from .models.detector import DAMOYOLO
+from .models.official import OfficialCheckpointError, convert_official_state_dict, \
+    strip_module_prefix
+from .presets import get_preset
+
+__all__ = ["FORMAT", "CheckpointError", "atomic_save", "save_model", "read_checkpoint",
+           "build_model", "load_model", "is_official_state_dict"]
+
+FORMAT = "damoyolo"
+
+COCO_CLASSES = [
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file could not be read or does not fit."""
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def build_model(model: str | ModelConfig = "damoyolo-t", num_classes: int | None = None,
+                class_names: list[str] | None = None) -> DAMOYOLO:
+    """Build a model from a preset name or a ModelConfig (random weights)."""
+    import dataclasses
+    cfg = get_preset(model).model if isinstance(model, str) else model
+    if class_names is not None:
+        num_classes = len(class_names)
+    if num_classes is not None and num_classes != cfg.head.num_classes:
+        cfg = dataclasses.replace(cfg, head=dataclasses.replace(cfg.head, num_classes=num_classes))
+    if class_names is None and cfg.head.num_classes == 80:
+        class_names = COCO_CLASSES
+    return DAMOYOLO(cfg, class_names)
+
+
+def save_model(model: DAMOYOLO, path: str | Path, category_ids: list[int] | None = None,
+               **extra: Any) -> None:
+    """Write a self-describing checkpoint (atomically)."""
+    ckpt = {"format": FORMAT, "version": __version__, "model_config": to_dict(model.cfg),
+            "class_names": model.class_names, "category_ids": category_ids,
+            "model": model.state_dict()}
+    ckpt.update(extra)
+    atomic_save(ckpt, path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint file onto the CPU with a clear error when it is not one."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated / not a torch file
+        raise CheckpointError(f"{p}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{p}: expected a dict, got {type(obj).__name__}")
+    return obj
+
+
+def is_official_state_dict(sd: dict) -> bool:
+    keys = list(strip_module_prefix(sd))
+    return bool(keys) and all(isinstance(k, str) for k in keys) and any(
+        k.startswith(("backbone.block_list", "backbone.csp_stage")) for k in keys)
+
+
+def load_model(path: str | Path, model: str | ModelConfig | None = None,
+               device: str | torch.device = "cpu", class_names: list[str] | None = None
+               ) -> DAMOYOLO:
+    """Load our checkpoint or an official DAMO-YOLO release checkpoint; eval mode.
+
+    model: preset name / ModelConfig; required for official checkpoints, optional for
+    ours (then it must agree with the stored architecture).
+    """
+    import dataclasses
+    obj = read_checkpoint(path)
+    if obj.get("format") == FORMAT:
+        cfg = from_dict(ModelConfig, obj["model_config"])
+        if model is not None:
+            want = get_preset(model).model if isinstance(model, str) else model
+            stored = dataclasses.replace(cfg, name=want.name, head=dataclasses.replace(
+                cfg.head, num_classes=want.head.num_classes))
+            if dataclasses.replace(want, input_size=cfg.input_size) != dataclasses.replace(
+                    stored, input_size=cfg.input_size):
+                raise CheckpointError(f"{path}: checkpoint holds {cfg.name}, not {want.name}")
+        net = DAMOYOLO(cfg, class_names or obj.get("class_names"))
+        sd = obj.get("ema") or obj["model"]
+        if isinstance(sd, dict) and "state_dict" in sd:
+            sd = sd["state_dict"]
+        missing, unexpected = net.load_state_dict(strip_module_prefix(sd), strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"{path}: weights do not fit {cfg.name}: missing {missing[:8]}, "
+                                  f"unexpected {unexpected[:8]}")
+        net.category_ids = obj.get("category_ids")
+        return net.to(device).eval()
+
+    sd = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    if not is_official_state_dict(sd):
+        raise CheckpointError(
+            f"{path}: neither a damoyolo checkpoint nor an official DAMO-YOLO state dict")
+    if model is None:
+        raise CheckpointError(f"{path}: official checkpoints do not record their architecture; "
+                              f"pass model=... (e.g. 'damoyolo-s')")
+    cfg = get_preset(model).model if isinstance(model, str) else model
+    sd = strip_module_prefix(sd)
+    cls_w = sd.get("head.gfl_cls.0.weight")
+    if cls_w is not None and cls_w.shape[0] != cfg.head.num_classes:
+        cfg = dataclasses.replace(cfg, head=dataclasses.replace(cfg.head,
+                                                                num_classes=cls_w.shape[0]))
+    if class_names is None and cfg.head.num_classes == 80:
+        class_names = COCO_CLASSES
+    net = DAMOYOLO(cfg, class_names)
+    try:
+        ours = convert_official_state_dict(sd, net.state_dict(), cfg.backbone.kind, str(path))
+    except OfficialCheckpointError as e:
+        raise CheckpointError(str(e)) from None
+    net.load_state_dict(ours, strict=True)
+    net.category_ids = None
+    return net.to(device).eval()

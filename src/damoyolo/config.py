@@ -1,0 +1,242 @@
+"""Typed configuration: nested frozen dataclasses with strict dotted overrides.
+
+Variants are made with :func:`dataclasses.replace` or :func:`apply_overrides`
+(``["train.batch_size=64", "model.head.num_classes=3"]``).  Unknown keys are an
+error with a close-match suggestion; values are parsed with
+:func:`ast.literal_eval` (never ``eval``) and checked against the field type.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BackboneConfig",
+    "NeckConfig",
+    "HeadConfig",
+    "ModelConfig",
+    "ConfigError",
+    "apply_overrides",
+    "to_dict",
+    "from_dict",
+    "save_config",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """Invalid configuration key or value."""
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """TinyNAS backbone.
+
+    kind: ``"res"`` (ResNet-like, k1kx), ``"csp"`` (CSP-like, kxkx) or ``"mob"`` (mobile, nano).
+    structure: packaged structure name or path to a structure file (ours or official format).
+    out_indices: indices of the stages whose outputs feed the neck (official numbering).
+    """
+
+    kind: str = "res"
+    structure: str = "tinynas_L20_k1kx"
+    out_indices: tuple[int, ...] = (2, 4, 5)
+    with_spp: bool = True
+    use_focus: bool = True
+    act: str = "relu"
+    reparam: bool = True
+
+
+@dataclass(frozen=True)
+class NeckConfig:
+    """GiraffeNeckV2 (Efficient RepGFPN); input channels come from the backbone."""
+
+    depth: float = 1.0
+    hidden_ratio: float = 1.0
+    out_channels: tuple[int, ...] = (64, 128, 256)
+    act: str = "relu"
+    depthwise: bool = False
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """ZeroHead (GFL outputs); input channels come from the neck."""
+
+    num_classes: int = 80
+    reg_max: int = 16
+    kernel_size: int = 3
+    strides: tuple[int, ...] = (8, 16, 32)
+    conf_thresh: float = 0.05
+    iou_thresh: float = 0.7
+    max_det: int = 500
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "damoyolo-t"
+    input_size: tuple[int, int] = (640, 640)  # (height, width)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    neck: NeckConfig = field(default_factory=NeckConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+
+# ----------------------------------------------------------------------------- overrides
+
+def _field_map(obj: Any) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def _resolved_type(owner: Any, name: str) -> Any:
+    hints = typing.get_type_hints(type(owner))
+    return hints[name]
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert ``value`` to type ``tp`` (a typing annotation)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: {value!r} does not fit {tp}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a tuple, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(args) != len(value):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a dict, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected True/False, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, dict):
+            return from_dict(tp, value, prefix=key + ".")
+        raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
+    return value
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # bare strings: model.backbone.act=silu
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return f"{hint} Valid keys: {', '.join(sorted(options))}."
+
+
+def _set(obj: Any, parts: list[str], value: Any, full: str) -> Any:
+    fields = _field_map(obj)
+    name = parts[0]
+    if name not in fields:
+        raise ConfigError(f"unknown config key {full!r}.{_suggest(name, list(fields))}")
+    current = getattr(obj, name)
+    if len(parts) == 1:
+        new = _coerce(value, _resolved_type(obj, name), full)
+    else:
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"config key {full!r}: {name!r} has no sub-keys")
+        new = _set(current, parts[1:], value, full)
+    return dataclasses.replace(obj, **{name: new})
+
+
+def apply_overrides(cfg: Any, overrides: list[str] | dict[str, Any]) -> Any:
+    """Return a copy of ``cfg`` with dotted ``key=value`` overrides applied."""
+    items: list[tuple[str, Any]]
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for ov in overrides:
+            if "=" not in ov:
+                raise ConfigError(f"override {ov!r} must look like key=value")
+            k, v = ov.split("=", 1)
+            items.append((k.strip(), _parse_value(v.strip())))
+    for key, value in items:
+        cfg = _set(cfg, key.split("."), value, key)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain-data (JSON-compatible) form of a config dataclass."""
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+    return conv(cfg)
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build ``cls`` from plain data with strict keys (unknown keys are an error)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or cls.__name__}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ConfigError(f"unknown config key {prefix + name!r}.{_suggest(name, list(fields))}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def load_config(cls: type, path: str | Path) -> Any:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{p}: invalid JSON: {e}") from None
+    return from_dict(cls, data)

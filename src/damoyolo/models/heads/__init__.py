@@ -1,0 +1,3 @@
+from .zero_head import HeadOutput, ZeroHead
+
+__all__ = ["ZeroHead", "HeadOutput"]

@@ -1,0 +1,3 @@
+from .giraffe import GiraffeNeckV2
+
+__all__ = ["GiraffeNeckV2"]

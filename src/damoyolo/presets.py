@@ -1,0 +1,137 @@
+"""The eight published DAMO-YOLO models as configuration values.
+
+Architecture hyper-parameters and recipe values are those of the official
+configs (``configs/damoyolo_tinynas*.py`` of the DAMO-YOLO release); the
+published figures are those of the official model zoo table.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from .config import BackboneConfig, HeadConfig, ModelConfig, NeckConfig
+
+__all__ = ["Preset", "PRESETS", "get_preset", "preset_names"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    model: ModelConfig
+    official_config: str  # official config / checkpoint stem
+    published_params_m: float | None
+    published_gflops: float
+    published_map: float | None  # COCO val mAP@[.5:.95], None where not published
+    # official training recipe values (consumed by the training configuration)
+    recipe: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+
+def _recipe(**kw) -> MappingProxyType:
+    base = dict(
+        batch_size=256,
+        base_lr_per_img=0.01 / 64,
+        min_lr_ratio=0.05,
+        weight_decay=5e-4,
+        momentum=0.9,
+        warmup_epochs=5,
+        no_aug_epochs=16,
+        total_epochs=300,
+        optimizer="sgd",
+        mosaic_scale=(0.1, 2.0),
+        mixup_prob=0.15,
+        degrees=10.0,
+        translate=0.2,
+        shear=2.0,
+        keep_ratio=True,
+    )
+    base.update(kw)
+    return MappingProxyType(base)
+
+
+_NANO_RECIPE = dict(base_lr_per_img=0.001 / 64, optimizer="adamw", adamw_lr=4e-3,
+                    adamw_weight_decay=1e-2, shear=0.2, keep_ratio=False)
+
+
+def _nano(name, structure, focus, neck_out, head_kernel, official, params, gflops, mAP,
+          mosaic_scale=(0.1, 2.0)):
+    return Preset(
+        model=ModelConfig(
+            name=name,
+            input_size=(416, 416),
+            backbone=BackboneConfig(kind="mob", structure=structure, out_indices=(2, 4, 5),
+                                    with_spp=True, use_focus=focus, act="silu", reparam=False),
+            neck=NeckConfig(depth=0.5, hidden_ratio=0.5, out_channels=neck_out, act="silu",
+                            depthwise=True),
+            head=HeadConfig(reg_max=7, kernel_size=head_kernel, conf_thresh=0.03,
+                            iou_thresh=0.65),
+        ),
+        official_config=official,
+        published_params_m=params,
+        published_gflops=gflops,
+        published_map=mAP,
+        recipe=_recipe(**_NANO_RECIPE, mosaic_scale=mosaic_scale),
+    )
+
+
+def _std(name, kind, structure, out_idx, act, neck_depth, neck_hidden, neck_out, official,
+         params, gflops, mAP, shear):
+    return Preset(
+        model=ModelConfig(
+            name=name,
+            input_size=(640, 640),
+            backbone=BackboneConfig(kind=kind, structure=structure, out_indices=out_idx,
+                                    with_spp=True, use_focus=True, act=act, reparam=True),
+            neck=NeckConfig(depth=neck_depth, hidden_ratio=neck_hidden, out_channels=neck_out,
+                            act=act, depthwise=False),
+            head=HeadConfig(reg_max=16, kernel_size=3, conf_thresh=0.05, iou_thresh=0.7),
+        ),
+        official_config=official,
+        published_params_m=params,
+        published_gflops=gflops,
+        published_map=mAP,
+        recipe=_recipe(shear=shear),
+    )
+
+
+_ALL = [
+    _nano("damoyolo-ns", "tinynas_nano_small", False, (40, 80, 160), 1,
+          "damoyolo_tinynasL18_Ns", 1.41, 1.56, 32.3, mosaic_scale=(0.75, 1.25)),
+    _nano("damoyolo-nm", "tinynas_nano_middle", False, (64, 128, 256), 1,
+          "damoyolo_tinynasL18_Nm", 2.71, 3.69, 38.2),
+    _nano("damoyolo-nl", "tinynas_nano_large", False, (80, 160, 320), 1,
+          "damoyolo_tinynasL20_Nl", 5.69, 6.04, 40.5),
+    _nano("damoyolo-n", "tinynas_L20_k1kx_nano", True, (64, 128, 256), 3,
+          "damoyolo_tinynasL20_N", None, 3.02, None),
+    _std("damoyolo-t", "res", "tinynas_L20_k1kx", (2, 4, 5), "relu", 1.0, 1.0, (64, 128, 256),
+         "damoyolo_tinynasL20_T", 8.5, 18.1, 42.0, shear=0.2),
+    _std("damoyolo-s", "res", "tinynas_L25_k1kx", (2, 4, 5), "relu", 1.0, 0.75, (128, 256, 512),
+         "damoyolo_tinynasL25_S", 16.3, 37.8, 46.0, shear=2.0),
+    _std("damoyolo-m", "csp", "tinynas_L35_kxkx", (2, 3, 4), "silu", 1.5, 1.0, (128, 256, 512),
+         "damoyolo_tinynasL35_M", 28.2, 61.8, 49.2, shear=2.0),
+    _std("damoyolo-l", "csp", "tinynas_L45_kxkx", (2, 3, 4), "silu", 2.0, 1.0, (128, 256, 512),
+         "damoyolo_tinynasL45_L", 42.1, 97.3, 50.8, shear=2.0),
+]
+
+PRESETS: MappingProxyType = MappingProxyType({p.model.name: p for p in _ALL})
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    """Look a preset up by name (``damoyolo-t``; ``t``, ``T`` and the official config stem work too)."""
+    key = name.strip()
+    if key in PRESETS:
+        return PRESETS[key]
+    low = key.lower()
+    for cand in (low, f"damoyolo-{low}"):
+        if cand in PRESETS:
+            return PRESETS[cand]
+    for p in PRESETS.values():
+        if p.official_config.lower() == low:
+            return p
+    close = difflib.get_close_matches(low, list(PRESETS), n=2)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise KeyError(f"unknown model {name!r}.{hint} Valid: {', '.join(PRESETS)}")
