@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+OFFICIAL = SHARED / "official"
+
+
+def shared_path(*parts: str) -> Path:
+    """A file of the reference data beside the checkout; skips the test when absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"reference data {p.relative_to(ROOT.parent)} not present")
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

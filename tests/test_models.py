@@ -1,0 +1,117 @@
+"""Every preset: build, forward/backward, re-parameterisation equivalence, published sizes."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import damoyolo
+from damoyolo.models.layers import RepConv
+from damoyolo.models.reparam import is_reparameterized
+
+PRESETS = damoyolo.preset_names()
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
+    """Random BN affine and running statistics so that folding is really exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.weight.data = 0.5 + torch.rand(c, generator=g)
+            m.bias.data = 0.2 * torch.randn(c, generator=g)
+            m.running_mean = 0.2 * torch.randn(c, generator=g)
+            m.running_var = 0.5 + torch.rand(c, generator=g)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_forward_backward_small_input(name):
+    model = damoyolo.build_model(name, num_classes=5).train()
+    x = torch.rand(2, 3, 64, 96) * 255  # non-square, multiples of 32
+    out = model(x)
+    assert len(out.cls) == len(out.reg) == 3
+    for c, r, s in zip(out.cls, out.reg, (8, 16, 32)):
+        assert c.shape == (2, 5, 64 // s, 96 // s)
+        assert r.shape == (2, 4 * (model.cfg.head.reg_max + 1), 64 // s, 96 // s)
+    loss = sum(c.float().sigmoid().mean() for c in out.cls) + sum(r.mean() for r in out.reg)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    model.eval()
+    with torch.no_grad():
+        scores, boxes = model.decode(model(x))
+    a = sum((64 // s) * (96 // s) for s in (8, 16, 32))
+    assert scores.shape == (2, a, 5) and boxes.shape == (2, a, 4)
+    assert torch.isfinite(scores).all() and torch.isfinite(boxes).all()
+    assert (boxes[..., 2:] >= boxes[..., :2]).all()
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_reparameterize_keeps_outputs(name):
+    model = damoyolo.build_model(name).eval()
+    _randomise_bn(model)
+    x = torch.rand(1, 3, 96, 64) * 255
+    def flat(out):
+        return torch.cat([t.flatten() for t in out.cls + out.reg])
+
+    with torch.no_grad():
+        o0 = flat(model(x))
+        s0, b0 = model.decode(model(x))
+        ref = copy.deepcopy(model)
+        damoyolo.reparameterize(model)
+        o1 = flat(model(x))
+        s1, b1 = model.decode(model(x))
+    assert is_reparameterized(model)
+    assert not is_reparameterized(ref)
+    has_rep = any(isinstance(m, RepConv) for m in ref.modules())
+    assert has_rep == (name in ("damoyolo-t", "damoyolo-s", "damoyolo-m", "damoyolo-l"))
+    # raw head outputs agree to a tolerance relative to their scale
+    scale = o0.abs().max().item()
+    assert scale > 0
+    assert (o1 - o0).abs().max().item() <= 1e-4 * scale
+    assert (b1 - b0).abs().max().item() <= 1e-3 * max(1.0, b0.abs().max().item())
+    # idempotent
+    damoyolo.reparameterize(model)
+    with torch.no_grad():
+        s2, _ = model.decode(model(x))
+    assert torch.equal(s1, s2)
+
+
+def test_repconv_count_matches_release():
+    counts = {n: sum(isinstance(m, RepConv) for m in damoyolo.build_model(n).modules())
+              for n in ("damoyolo-t", "damoyolo-s", "damoyolo-m", "damoyolo-l", "damoyolo-ns")}
+    assert counts == {"damoyolo-t": 24, "damoyolo-s": 27, "damoyolo-m": 33, "damoyolo-l": 48,
+                      "damoyolo-ns": 0}
+
+
+@pytest.mark.parametrize("name", ["damoyolo-t", "damoyolo-ns"])
+def test_published_complexity(name):
+    from damoyolo.models.complexity import model_complexity
+    p = damoyolo.get_preset(name)
+    model = damoyolo.build_model(name)
+    params, gflops = model_complexity(model, p.model.input_size)
+    _, gflops_half = model_complexity(model, p.model.input_size, bn_rule="half")
+    assert abs(params / p.published_params_m - 1) < 0.01
+    best = min(abs(gflops / p.published_gflops - 1), abs(gflops_half / p.published_gflops - 1))
+    assert best < 0.01
+
+
+def test_reset_classes_only_touches_class_projection():
+    model = damoyolo.build_model("damoyolo-ns")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.reset_classes(["a", "b", "c"])
+    after = model.state_dict()
+    changed = {k for k in after if k not in before or after[k].shape != before[k].shape
+               or not torch.equal(after[k], before[k])}
+    assert changed == {f"head.cls_preds.{i}.{p}" for i in range(3) for p in ("weight", "bias")}
+    assert model.num_classes == 3 and model.cfg.head.num_classes == 3
+
+
+def test_unknown_preset_suggests():
+    with pytest.raises(KeyError, match="damoyolo-t"):
+        damoyolo.get_preset("damoyolo-tt")
+    assert damoyolo.get_preset("T").model.name == "damoyolo-t"
+    assert damoyolo.get_preset("damoyolo_tinynasL25_S").model.name == "damoyolo-s"
