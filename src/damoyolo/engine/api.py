@@ -57,10 +57,6 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     weights: fine-tune from this checkpoint; resume: continue a run from its ``last.pt``.
     Returns the last epoch's record (mean losses, learning rate, ``val_*`` metrics).
     """
-    from ..data import DetectionDataset, augment_config_for, build_loader, load_dataset
-    from ..checkpoint import build_model
-    from .trainer import Trainer
-
     exp = experiment_config_for(model)
     direct: dict[str, Any] = {}
     if epochs is not None:
@@ -78,6 +74,10 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     exp = apply_overrides(exp, direct)
     if overrides:
         exp = apply_overrides(exp, overrides)
+
+    from ..checkpoint import build_model
+    from ..data import DetectionDataset, augment_config_for, build_loader, load_dataset
+    from .trainer import Trainer
 
     train_idx = load_dataset(data, split="train")
     val_idx = load_dataset(data, split="val")
