@@ -133,16 +133,18 @@ class AlignedOTA:
         ious = torch.where(cand, ious, torch.zeros((), device=dev))
         iou_cost = -torch.log(ious + self.eps)
 
-        logp, log1mp = _log_sigmoid_pair(cls_logits)  # (B, A, C)
+        # classes other than the GT's are scored against 0: BCE(p, 0) * p^2, summed once per
+        # prior; the GT's class term is swapped for the soft-label one (no (B, A, M, C) tensor)
         p = cls_logits.sigmoid()
-        neg = -log1mp * p.pow(2)  # each class term against target 0
+        neg_sum = (F.softplus(cls_logits).clamp(max=-_LOG_MIN) * p * p).sum(2, keepdim=True)
         lab = gt_labels.clamp(0, c - 1).unsqueeze(1).expand(b, a, m)  # (B, A, M)
-        p_l = p.gather(2, lab)
-        logp_l = logp.gather(2, lab)
-        log1mp_l = log1mp.gather(2, lab)
+        x_l = cls_logits.gather(2, lab)
+        logp_l, log1mp_l = _log_sigmoid_pair(x_l)
+        p_l = x_l.sigmoid()
+        neg_l = -log1mp_l * p_l * p_l
         bce_l = -(ious * logp_l + (1 - ious) * log1mp_l)
-        pos_term = bce_l * (ious - p_l).abs().pow(2)
-        cls_cost = neg.sum(2, keepdim=True) - neg.gather(2, lab) + pos_term
+        d = ious - p_l
+        cls_cost = neg_sum - neg_l + bce_l * d * d
 
         cost = (cls_cost * self.cls_weight + iou_cost * self.iou_weight
                 + (~in_both).float() * _INF)

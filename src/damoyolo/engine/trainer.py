@@ -232,7 +232,7 @@ class Trainer:
                 if float(du.all_reduce_sum(bad)) > 0:
                     raise TrainingDiverged(
                         f"non-finite loss at epoch {epoch + 1}, iteration {i + 1} "
-                        f"({ {k: float(v) for k, v in losses.items()} }); the last good "
+                        f"({ {k: float(v.detach()) for k, v in losses.items()} }); the last good "
                         f"checkpoint is {self.out_dir / 'last.pt'} - lower the learning rate "
                         f"(train.base_lr_per_img) or check the labels")
                 self.scaler.scale(loss / self.accumulate).backward()
