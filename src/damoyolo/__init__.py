@@ -20,10 +20,16 @@ from .postprocess import Detections  # noqa: E402
 from .presets import PRESETS, get_preset, preset_names  # noqa: E402
 
 
+def train(*args, **kwargs):
+    """Train a preset on a dataset; see :func:`damoyolo.engine.api.train`."""
+    from .engine.api import train as _train
+    return _train(*args, **kwargs)
+
+
 def list_models() -> list[str]:
     """Names of the published presets."""
     return preset_names()
 
 
 __all__ = ["__version__", "build_model", "load_model", "save_model", "ModelConfig", "DAMOYOLO",
-           "reparameterize", "Detections", "PRESETS", "get_preset", "preset_names", "list_models"]
+           "reparameterize", "Detections", "PRESETS", "get_preset", "preset_names", "list_models", "train"]

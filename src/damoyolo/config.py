@@ -240,3 +240,53 @@ def load_config(cls: type, path: str | Path) -> Any:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{p}: invalid JSON: {e}") from None
     return from_dict(cls, data)
+
+
+# ============================================================================ training (engine)
+# Appended section: hyper-parameters of the training loop.  Built from a preset's recipe by
+# ``damoyolo.engine.train_config_for``; overridable with dotted keys (``train.epochs=10``).
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training loop hyper-parameters (defaults: the release's base recipe).
+
+    batch_size: images per iteration over all processes (split evenly across ranks).
+    nominal_batch: gradients are accumulated over ``ceil(nominal_batch / batch_size)``
+    iterations, and the learning rate is ``base_lr_per_img * batch_size * accumulation``.
+    The schedule (quadratic warm-up, cosine to ``min_lr_ratio``, flat during the last
+    ``no_aug_epochs``) is measured in iterations, so it does not depend on the batch size.
+    """
+
+    epochs: int = 300
+    batch_size: int = 64
+    nominal_batch: int = 64
+    base_lr_per_img: float = 0.01 / 64
+    min_lr_ratio: float = 0.05
+    warmup_epochs: float = 5.0
+    warmup_start_lr: float = 0.0
+    no_aug_epochs: int = 16
+    optimizer: str = "sgd"  # "sgd" (momentum, nesterov) or "adamw"
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    ema: bool = True
+    ema_momentum: float = 0.9998
+    ema_ramp: float = 2000.0  # momentum * (1 - exp(-updates / ema_ramp))
+    amp: bool = True  # CUDA only; always off on CPU
+    grad_clip: float = 0.0  # 0 = off
+    eval_interval: int = 10  # epochs; the last epoch is always evaluated
+    seed: int = 1234
+    workers: int = 4
+    device: str = ""  # "" = cuda when available (the local rank's GPU), else cpu
+    sync_bn: bool = False
+    output: str = "runs/train"
+    tensorboard: bool = True
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """What ``damoyolo train`` runs: the model and the training loop (dotted overrides
+    ``model.head.num_classes=3``, ``train.epochs=10``)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -18,6 +18,8 @@ COMMANDS: dict[str, str] = {
     "models": "damoyolo.cli.models",
     "convert": "damoyolo.cli.convert",
     "demo": "damoyolo.cli.demo",
+    "train": "damoyolo.cli.train",
+    "val": "damoyolo.cli.val",
 }
 
 

@@ -1,0 +1,42 @@
+"""``damoyolo train``: train a preset on a dataset with the release's recipe."""
+
+from __future__ import annotations
+
+HELP = "train a model on a COCO / YOLO / VOC dataset (DDP when launched with torchrun)"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", default="damoyolo-t", help="preset name (default damoyolo-t)")
+    p.add_argument("--data", required=True, help="dataset path (COCO json, YOLO or VOC folder)")
+    p.add_argument("--epochs", type=int, help="total epochs (default: the preset's recipe)")
+    p.add_argument("--batch", type=int, help="images per iteration over all processes")
+    p.add_argument("--imgsz", type=int, help="square input size (multiple of 32)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--workers", type=int, help="data-loading worker processes")
+    p.add_argument("--weights", help="fine-tune from this checkpoint (ours or official)")
+    p.add_argument("--resume", help="continue a run from its last.pt")
+    p.add_argument("--output", help="run folder (default runs/train)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, e.g. train.eval_interval=5 (repeatable)")
+
+
+def run(args) -> int:
+    from ..config import ConfigError
+    from ..engine.api import train
+    from ..engine.trainer import TrainingDiverged
+    if args.imgsz is not None and args.imgsz % 32:
+        raise ValueError(f"--imgsz {args.imgsz} must be a multiple of 32")
+    try:
+        rec = train(model=args.model, data=args.data, epochs=args.epochs, batch=args.batch,
+                    imgsz=args.imgsz, device=args.device, workers=args.workers,
+                    overrides=args.overrides, weights=args.weights, resume=args.resume,
+                    output=args.output)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    except TrainingDiverged as e:
+        import sys
+        print(f"damoyolo train: stopped: {e}", file=sys.stderr)
+        return 3
+    if "val_AP" in rec:
+        print(f"final: mAP@[.5:.95] {rec['val_AP']:.4f}  AP50 {rec['val_AP50']:.4f}")
+    return 0

@@ -1,0 +1,99 @@
+"""High-level training entry point (``damoyolo.train`` / ``damoyolo train``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from ..config import ExperimentConfig, TrainConfig, apply_overrides
+from ..presets import get_preset
+
+__all__ = ["train_config_for", "experiment_config_for", "load_for_finetune", "train"]
+
+
+def train_config_for(preset: str) -> TrainConfig:
+    """The release's training recipe of a preset as a :class:`TrainConfig`."""
+    r = get_preset(preset).recipe
+    adamw = r.get("optimizer", "sgd") == "adamw"
+    return TrainConfig(
+        epochs=int(r["total_epochs"]), batch_size=int(r["batch_size"]),
+        nominal_batch=int(r["batch_size"]), base_lr_per_img=float(r["base_lr_per_img"]),
+        min_lr_ratio=float(r["min_lr_ratio"]), warmup_epochs=float(r["warmup_epochs"]),
+        no_aug_epochs=int(r["no_aug_epochs"]), optimizer=str(r["optimizer"]),
+        momentum=float(r["momentum"]),
+        weight_decay=float(r["adamw_weight_decay"] if adamw else r["weight_decay"]))
+
+
+def experiment_config_for(preset: str) -> ExperimentConfig:
+    return ExperimentConfig(model=get_preset(preset).model, train=train_config_for(preset))
+
+
+def load_for_finetune(weights: str | Path, model: str | Any, class_names: list[str]):
+    """Load any checkpoint (ours or an official release) for fine-tuning on ``class_names``.
+
+    When the class set differs, only the class projections are re-initialised.
+    """
+    from ..checkpoint import load_model
+    net = load_model(weights, model=model)
+    if net.num_classes != len(class_names) or (net.class_names or []) != list(class_names):
+        if net.num_classes != len(class_names):
+            net.reset_classes(list(class_names))
+        else:
+            net.class_names = list(class_names)
+    return net.train()
+
+
+def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None = None,
+          batch: int | None = None, imgsz: int | None = None, device: str | None = None,
+          workers: int | None = None, overrides: list[str] | dict | None = None,
+          weights: str | Path | None = None, resume: str | Path | None = None,
+          output: str | Path | None = None, progress: bool = True) -> dict:
+    """Train a preset on a dataset (COCO json, YOLO txt or Pascal VOC) with the preset's recipe.
+
+    batch: images per iteration over all processes; the recipe's batch is reached by gradient
+    accumulation (``train.nominal_batch``).  overrides: dotted ``key=value`` strings on
+    :class:`~damoyolo.config.ExperimentConfig` (``train.epochs=10``, ``model.head.reg_max=...``).
+    weights: fine-tune from this checkpoint; resume: continue a run from its ``last.pt``.
+    Returns the last epoch's record (mean losses, learning rate, ``val_*`` metrics).
+    """
+    exp = experiment_config_for(model)
+    direct: dict[str, Any] = {}
+    if epochs is not None:
+        direct["train.epochs"] = epochs
+    if batch is not None:
+        direct["train.batch_size"] = batch
+    if imgsz is not None:
+        direct["model.input_size"] = (imgsz, imgsz)
+    if device is not None:
+        direct["train.device"] = device
+    if workers is not None:
+        direct["train.workers"] = workers
+    if output is not None:
+        direct["train.output"] = str(output)
+    exp = apply_overrides(exp, direct)
+    if overrides:
+        exp = apply_overrides(exp, overrides)
+
+    from ..checkpoint import build_model
+    from ..data import DetectionDataset, augment_config_for, build_loader, load_dataset
+    from .trainer import Trainer
+
+    train_idx = load_dataset(data, split="train")
+    val_idx = load_dataset(data, split="val")
+    names = train_idx.class_names
+    cfg_model = dataclasses.replace(exp.model, head=dataclasses.replace(
+        exp.model.head, num_classes=len(names)))
+    if weights is not None:
+        net = load_for_finetune(weights, cfg_model, names)
+    else:
+        net = build_model(cfg_model, class_names=names)
+    aug = augment_config_for(get_preset(model).model.name)
+    size = tuple(cfg_model.input_size)
+    tcfg = exp.train
+    train_set = DetectionDataset(train_idx, input_size=size, train=True, aug=aug, seed=tcfg.seed)
+    val_set = DetectionDataset(val_idx, input_size=size, train=False, aug=None, seed=tcfg.seed)
+    trainer = Trainer(net, train_set, tcfg, val_set=val_set, val_gt=val_idx.to_coco_dict(),
+                      category_ids=train_idx.category_ids, loader_fn=build_loader,
+                      resume=resume, progress=progress)
+    return trainer.fit()

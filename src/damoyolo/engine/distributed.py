@@ -1,0 +1,64 @@
+"""Process-group helpers: one process by default, DDP when launched by ``torchrun``."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["init_distributed", "is_distributed", "rank", "world_size", "is_main", "barrier",
+           "all_reduce_sum", "cleanup"]
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_distributed(device: str = "") -> tuple[torch.device, int]:
+    """Join the process group when ``WORLD_SIZE`` > 1 (set by torchrun); pick the device.
+
+    Returns (device, local_rank).  Backend: nccl on CUDA, gloo on CPU.
+    """
+    ws = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    want_cuda = device.startswith("cuda") or (device == "" and torch.cuda.is_available())
+    if want_cuda and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if want_cuda:
+        dev = torch.device(device if ":" in device and ws == 1 else f"cuda:{local_rank}")
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    if ws > 1 and not is_distributed():
+        dist.init_process_group(backend="nccl" if want_cuda else "gloo")
+    return dev, local_rank
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (in place and returned); identity when not distributed."""
+    if is_distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.destroy_process_group()

@@ -1,0 +1,355 @@
+"""Explicit training loop and the thin :class:`Trainer` that owns its state.
+
+The trainer owns model (DDP-wrapped under torchrun), EMA, optimizer, AMP scaler and
+schedule.  Each epoch: deterministic sampler seeded by ``seed + epoch``, forward, criterion,
+accumulated backward, optimizer step at the scheduled learning rate, EMA update.  After each
+epoch rank 0 writes ``last.pt`` atomically (and ``best.pt`` when the EMA's mAP improves).
+``resume`` restarts from the epoch after the last checkpoint with every state restored, so a
+run killed at any point continues exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Sampler
+
+from .. import __version__
+from ..checkpoint import FORMAT, atomic_save, read_checkpoint
+from ..config import ModelConfig, TrainConfig, from_dict, to_dict
+from ..losses.criterion import DAMOYOLOCriterion
+from . import distributed as du
+from .ema import ModelEMA
+from .optim import CosineSchedule, build_optimizer
+
+__all__ = ["Trainer", "TrainingDiverged", "EpochSampler", "seed_everything"]
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss; the last good checkpoint is kept."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffled indices of this rank's share, a function of (seed, epoch) only.
+
+    Pads with wrapped indices so every rank gets the same number of samples (as
+    ``DistributedSampler`` does).
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True):
+        self.n, self.seed, self.rank, self.world, self.shuffle = n, seed, rank, world, shuffle
+        self.epoch = 0
+        self.per_rank = math.ceil(n / world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            idx = torch.randperm(self.n, generator=g).tolist()
+        else:
+            idx = list(range(self.n))
+        total = self.per_rank * self.world
+        idx = (idx * math.ceil(total / max(self.n, 1)))[:total]
+        return iter(idx[self.rank:total:self.world])
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+def _rng_state() -> dict:
+    st = {"python": random.getstate(), "numpy": np.random.get_state(),
+          "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _targets_to(targets: list[dict], device: torch.device) -> list[dict]:
+    return [{**t, "boxes": t["boxes"].to(device), "labels": t["labels"].to(device)}
+            for t in targets]
+
+
+class Trainer:
+    """Train ``model`` on ``train_set`` with ``cfg``.
+
+    model: a :class:`~damoyolo.DAMOYOLO` (class set already matching the data).
+    train_set / val_set: datasets following the data contract (``(image, target)`` items;
+    ``train_set.set_strong_augment(bool)`` when it has strong augmentation).
+    loader_fn: ``build_loader(dataset, batch_size, workers, shuffle, seed, drop_last, sampler)``
+    (default: ``damoyolo.data.build_loader``).
+    val_gt: COCO dict of the validation ground truth (needed for mAP); category_ids maps
+    contiguous labels to the dataset's ids.
+    resume: path of a ``last.pt`` to continue from.
+    """
+
+    def __init__(self, model: nn.Module, train_set, cfg: TrainConfig, val_set=None,
+                 val_gt: dict | None = None, category_ids: list[int] | None = None,
+                 loader_fn: Callable | None = None, resume: str | Path | None = None,
+                 progress: bool = True):
+        self.cfg = cfg
+        self.device, self.local_rank = du.init_distributed(cfg.device)
+        self.rank, self.world = du.rank(), du.world_size()
+        if cfg.batch_size % self.world:
+            raise ValueError(f"train.batch_size={cfg.batch_size} is not divisible by the "
+                             f"{self.world} processes")
+        seed_everything(cfg.seed + self.rank)
+        if loader_fn is None:
+            from ..data import build_loader as loader_fn  # noqa: N813
+        self.loader_fn = loader_fn
+        self.train_set, self.val_set, self.val_gt = train_set, val_set, val_gt
+        self.category_ids = category_ids
+        self.progress = progress and du.is_main()
+        self.out_dir = Path(cfg.output)
+
+        self.model = model.to(self.device).train()
+        if cfg.sync_bn and self.world > 1:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.accumulate = max(1, math.ceil(cfg.nominal_batch / cfg.batch_size))
+        self.base_lr = cfg.base_lr_per_img * cfg.batch_size * self.accumulate
+        self.optimizer = build_optimizer(self.model, cfg.optimizer, self.base_lr, cfg.momentum,
+                                         cfg.weight_decay, cfg.nesterov)
+        self.ema = ModelEMA(self.model, cfg.ema_momentum, cfg.ema_ramp) if cfg.ema else None
+        self.use_amp = bool(cfg.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.sampler = EpochSampler(len(train_set), cfg.seed, self.rank, self.world)
+        self.iters_per_epoch = math.ceil(len(self.sampler) / (cfg.batch_size // self.world))
+        total = cfg.epochs * self.iters_per_epoch
+        self.schedule = CosineSchedule(self.base_lr, total,
+                                       round(cfg.warmup_epochs * self.iters_per_epoch),
+                                       min(cfg.no_aug_epochs, cfg.epochs) * self.iters_per_epoch,
+                                       cfg.min_lr_ratio, cfg.warmup_start_lr)
+        self.start_epoch = 0
+        self.best_map = -1.0
+        self.history: list[dict] = []
+        if resume is not None:
+            self._resume(resume)
+        self.ddp_model = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.criterion = DAMOYOLOCriterion(self.model.head)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _eval_model(self) -> nn.Module:
+        return self.ema.model if self.ema is not None else self.model
+
+    def state(self, epoch: int) -> dict[str, Any]:
+        """Self-describing checkpoint of the end of ``epoch`` (0-based)."""
+        m = self.model
+        return {"format": FORMAT, "version": __version__, "model_config": to_dict(m.cfg),
+                "class_names": m.class_names, "category_ids": self.category_ids,
+                "model": m.state_dict(),
+                "ema": self.ema.model.state_dict() if self.ema else None,
+                "ema_state": {"updates": self.ema.updates} if self.ema else None,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict(), "train_config": to_dict(self.cfg),
+                "epoch": epoch, "iteration": (epoch + 1) * self.iters_per_epoch,
+                "best_map": self.best_map, "history": self.history, "rng": _rng_state()}
+
+    def _resume(self, path: str | Path) -> None:
+        ck = read_checkpoint(path)
+        if ck.get("format") != FORMAT or "optimizer" not in ck:
+            raise ValueError(f"{path}: not a damoyolo training checkpoint (use it for "
+                             f"fine-tuning instead of --resume)")
+        stored = from_dict(ModelConfig, ck["model_config"])
+        if stored != self.model.cfg:
+            raise ValueError(f"{path}: checkpoint model {stored.name} with "
+                             f"{stored.head.num_classes} classes does not match this run")
+        self.model.load_state_dict(ck["model"])
+        if self.ema is not None and ck.get("ema") is not None:
+            self.ema.model.load_state_dict(ck["ema"])
+            self.ema.updates = int(ck["ema_state"]["updates"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.schedule.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        self.start_epoch = int(ck["epoch"]) + 1
+        self.best_map = float(ck.get("best_map", -1.0))
+        self.history = list(ck.get("history", []))
+        if self.world == 1:  # per-rank streams differ; single process restores exactly
+            _set_rng_state(ck["rng"])
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self):
+        per_rank = self.cfg.batch_size // self.world
+        return self.loader_fn(self.train_set, batch_size=per_rank, workers=self.cfg.workers,
+                              shuffle=False, seed=self.cfg.seed, drop_last=False,
+                              sampler=self.sampler)
+
+    def _set_strong_aug(self, enabled: bool) -> None:
+        fn = getattr(self.train_set, "set_strong_augment", None)
+        if fn is not None:
+            fn(enabled)
+
+    def train_one_epoch(self, epoch: int, loader) -> dict[str, float]:
+        cfg = self.cfg
+        self.sampler.set_epoch(epoch)
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        sums: dict[str, float] = {}
+        n = 0
+        bar = loader
+        if self.progress:
+            from tqdm import tqdm
+            bar = tqdm(loader, total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       dynamic_ncols=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, (images, targets) in enumerate(bar):
+            it = epoch * self.iters_per_epoch + i
+            images = images.to(self.device, non_blocking=True)
+            targets = _targets_to(targets, self.device)
+            step = (i + 1) % self.accumulate == 0 or i + 1 == self.iters_per_epoch
+            sync = self.ddp_model.no_sync() if (self.world > 1 and not step) else _null()
+            with sync:
+                with torch.autocast(self.device.type, enabled=self.use_amp):
+                    out = self.ddp_model(images)
+                losses = self.criterion(out, targets)
+                loss = losses["loss"]
+                bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=self.device)
+                if float(du.all_reduce_sum(bad)) > 0:
+                    raise TrainingDiverged(
+                        f"non-finite loss at epoch {epoch + 1}, iteration {i + 1} "
+                        f"({ {k: float(v.detach()) for k, v in losses.items()} }); the last good "
+                        f"checkpoint is {self.out_dir / 'last.pt'} - lower the learning rate "
+                        f"(train.base_lr_per_img) or check the labels")
+                self.scaler.scale(loss / self.accumulate).backward()
+            if step:
+                lr = self.schedule(it)
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr
+                if cfg.grad_clip > 0:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.ema is not None:
+                    self.ema.update(self.model)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            n += 1
+            if self.progress:
+                bar.set_postfix({k.replace("loss_", ""): f"{sums[k] / n:.3f}"
+                                 for k in ("loss", "loss_qfl", "loss_giou", "loss_dfl")}
+                                | {"lr": f"{self.optimizer.param_groups[0]['lr']:.2e}"})
+        return {k: v / max(n, 1) for k, v in sums.items()} | {
+            "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def evaluate(self) -> dict[str, float] | None:
+        if self.val_set is None or self.val_gt is None or not du.is_main():
+            return None
+        from ..eval import evaluate
+        loader = self.loader_fn(self.val_set, batch_size=max(1, self.cfg.batch_size // self.world),
+                                workers=self.cfg.workers, shuffle=False, seed=self.cfg.seed)
+        res = evaluate(self._eval_model(), loader, self.val_gt, self.category_ids,
+                       device=self.device)
+        return res.metrics
+
+    def fit(self) -> dict[str, Any]:
+        """Run the remaining epochs; returns the last epoch's record (losses and metrics)."""
+        cfg = self.cfg
+        no_aug_from = cfg.epochs - min(cfg.no_aug_epochs, cfg.epochs)
+        strong = self.start_epoch < no_aug_from
+        self._set_strong_aug(strong)
+        loader = self._loader()
+        if du.is_main():
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        writer = self._tensorboard()
+        record: dict[str, Any] = {}
+        try:
+            for epoch in range(self.start_epoch, cfg.epochs):
+                if strong and epoch >= no_aug_from:
+                    strong = False
+                    self._set_strong_aug(False)
+                    loader = self._loader()  # workers must see the switch
+                t0 = time.time()
+                record = {"epoch": epoch + 1, **self.train_one_epoch(epoch, loader)}
+                record["time_s"] = time.time() - t0
+                last = epoch + 1 == cfg.epochs
+                if cfg.eval_interval > 0 and ((epoch + 1) % cfg.eval_interval == 0 or last):
+                    metrics = self.evaluate()
+                    if metrics is not None:
+                        record.update({f"val_{k}": v for k, v in metrics.items()})
+                self.history.append(record)
+                if du.is_main():
+                    self._log(record, writer)
+                    improved = "val_AP" in record and record["val_AP"] > self.best_map
+                    if improved:
+                        self.best_map = record["val_AP"]
+                    st = self.state(epoch)
+                    atomic_save(st, self.out_dir / "last.pt")
+                    if improved:
+                        atomic_save(st, self.out_dir / "best.pt")
+                du.barrier()
+        finally:
+            if writer is not None:
+                writer.close()
+        return record
+
+    # ------------------------------------------------------------------ logging
+    def _tensorboard(self):
+        if not (self.cfg.tensorboard and du.is_main()):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # tensorboard is optional
+            return None
+        return SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def _log(self, record: dict, writer) -> None:
+        path = self.out_dir / "results.csv"
+        keys = list(record)
+        rows = []
+        if path.exists():
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < record["epoch"]]
+            for r in rows:
+                keys += [k for k in r if k not in keys]
+        rows.append(record)
+        tmp = path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+        tmp.replace(path)
+        if writer is not None:
+            for k, v in record.items():
+                if k != "epoch" and isinstance(v, (int, float)):
+                    writer.add_scalar(k, v, record["epoch"])
+        if not self.progress:
+            return
+        msg = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in record.items())
+        print(msg, flush=True)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+

@@ -1,0 +1,167 @@
+"""COCO-style evaluation of a detector on a dataset.
+
+Ground truth is a COCO dict (``images``/``annotations``/``categories`` with the dataset's
+original category ids); predictions are mapped back to original-image pixels and to the
+original category ids before scoring with ``faster-coco-eval``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["EvalResult", "coco_metrics", "evaluate", "format_report"]
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+@dataclass
+class EvalResult:
+    """metrics: AP (mAP@[.5:.95]), AP50, AP75, APs, APm, APl in [0, 1].
+    per_class: class name -> AP@[.5:.95] (NaN where the class has no GT).
+    timing_ms: mean milliseconds per image for ``preprocess`` (loading + resizing),
+    ``inference`` and ``nms``.  results: COCO-format detections."""
+
+    metrics: dict[str, float]
+    per_class: dict[str, float] = field(default_factory=dict)
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    results: list[dict] = field(default_factory=list, repr=False)
+    num_images: int = 0
+
+
+def _import_coco():
+    try:
+        from faster_coco_eval import COCO, COCOeval_faster
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("COCO evaluation needs faster-coco-eval: pip install 'damoyolo[train]'"
+                          ) from None
+    return COCO, COCOeval_faster
+
+
+def coco_metrics(gt: dict, results: list[dict], class_names: list[str] | None = None
+                 ) -> tuple[dict[str, float], dict[str, float]]:
+    """Score COCO-format ``results`` against the COCO dict ``gt``.
+
+    Returns (metrics, per-class AP by name; names from ``class_names`` in category order or
+    from ``gt['categories']``).
+    """
+    COCO, COCOeval = _import_coco()
+    cats = sorted(gt.get("categories", []), key=lambda c: c["id"])
+    names = class_names if class_names and len(class_names) == len(cats) else \
+        [c.get("name", str(c["id"])) for c in cats]
+    if not results or not gt.get("annotations"):
+        return {k: 0.0 for k in METRIC_NAMES}, {n: float("nan") for n in names}
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink):
+        coco_gt = COCO(json.loads(json.dumps(gt)))
+        coco_dt = coco_gt.loadRes(results)
+        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    stats = [float(s) for s in ev.stats[:6]]
+    metrics = {k: max(v, 0.0) for k, v in zip(METRIC_NAMES, stats)}
+    prec = np.asarray(ev.eval["precision"])  # (T, R, K, area, maxdet)
+    cat_ids = list(ev.params.catIds)
+    per_class = {}
+    for k, c in enumerate(cats):
+        kk = cat_ids.index(c["id"]) if c["id"] in cat_ids else None
+        p = prec[:, :, kk, 0, -1] if kk is not None else np.array([-1.0])
+        p = p[p > -1]
+        per_class[names[k]] = float(p.mean()) if p.size else float("nan")
+    return metrics, per_class
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def evaluate(model, loader, gt: dict, category_ids: list[int] | None = None,
+             conf_thresh: float | None = None, iou_thresh: float | None = None,
+             max_det: int | None = None, device: str | torch.device | None = None,
+             results_path: str | Path | None = None, progress: bool = False) -> EvalResult:
+    """Run ``model`` over ``loader`` (val transforms: straight resize) and score it.
+
+    loader yields (images (B, 3, H, W) float32 0..255, targets with ``image_id`` and
+    ``orig_size`` (h, w)).  Boxes are scaled from input pixels to original pixels by
+    ``orig / input`` per axis.  ``category_ids``: contiguous label -> original category id
+    (default: the model's, else the ids of ``gt['categories']`` in order).
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if category_ids is None:
+        category_ids = getattr(model, "category_ids", None) or \
+            [c["id"] for c in sorted(gt.get("categories", []), key=lambda c: c["id"])]
+    was_training = model.training
+    model.eval()
+    results: list[dict] = []
+    t_pre = t_inf = t_nms = 0.0
+    n_img = 0
+    it = loader
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(loader, desc="val", leave=False)
+    t0 = time.perf_counter()
+    try:
+        for images, targets in it:
+            images = images.to(device, non_blocking=True)
+            _sync(device)
+            t1 = time.perf_counter()
+            out = model(images)
+            _sync(device)
+            t2 = time.perf_counter()
+            dets = model.postprocess(out, conf_thresh=conf_thresh, iou_thresh=iou_thresh,
+                                     max_det=max_det)
+            _sync(device)
+            t3 = time.perf_counter()
+            t_pre += t1 - t0
+            t_inf += t2 - t1
+            t_nms += t3 - t2
+            h_in, w_in = images.shape[-2:]
+            for det, tgt in zip(dets, targets):
+                oh, ow = tgt["orig_size"]
+                boxes = det.boxes.float().cpu().clone()
+                boxes[:, 0::2] *= ow / w_in
+                boxes[:, 1::2] *= oh / h_in
+                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, ow)
+                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, oh)
+                for b, s, lab in zip(boxes.tolist(), det.scores.tolist(), det.labels.tolist()):
+                    results.append({"image_id": int(tgt["image_id"]),
+                                    "category_id": int(category_ids[int(lab)]),
+                                    "bbox": [round(b[0], 2), round(b[1], 2),
+                                             round(b[2] - b[0], 2), round(b[3] - b[1], 2)],
+                                    "score": round(float(s), 5)})
+            n_img += len(targets)
+            t0 = time.perf_counter()
+    finally:
+        model.train(was_training)
+    if results_path is not None:
+        p = Path(results_path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(results))
+    metrics, per_class = coco_metrics(gt, results, getattr(model, "class_names", None))
+    n = max(n_img, 1)
+    timing = {"preprocess": 1e3 * t_pre / n, "inference": 1e3 * t_inf / n, "nms": 1e3 * t_nms / n}
+    return EvalResult(metrics, per_class, timing, results, n_img)
+
+
+def format_report(res: EvalResult) -> str:
+    """Human-readable metrics, per-class table and timing."""
+    lines = ["  ".join(f"{k} {res.metrics[k]:.4f}" for k in METRIC_NAMES)]
+    if res.per_class:
+        w = max(len(n) for n in res.per_class)
+        lines.append(f"{'class':<{w}}  AP@[.5:.95]")
+        for n, ap in res.per_class.items():
+            lines.append(f"{n:<{w}}  {'-' if ap != ap else f'{ap:.4f}'}")
+    if res.timing_ms:
+        lines.append("per image: " + ", ".join(f"{k} {v:.1f} ms" for k, v in res.timing_ms.items())
+                     + f" ({res.num_images} images)")
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""Tiny stand-in for ``damoyolo.data`` (same item/loader signatures) used by engine tests."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class RectDataset(Dataset):
+    """Bright rectangles on dark noise; class = which third of the image holds the centre.
+
+    ``empty`` lists indices whose images have no object.  Items follow the data contract:
+    image float32 (3, H, W) 0..255, target dict(boxes (N, 4) xyxy float32, labels (N,) int64,
+    image_id, orig_size).
+    """
+
+    def __init__(self, n: int = 8, size: int = 64, seed: int = 0, empty: tuple[int, ...] = ()):
+        self.size, self.items = size, []
+        g = torch.Generator().manual_seed(seed)
+        for i in range(n):
+            img = torch.rand(3, size, size, generator=g) * 40
+            boxes, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
+            if i not in empty:
+                wh = torch.randint(14, 30, (2,), generator=g).float()
+                xy = torch.rand(2, generator=g) * (size - wh)
+                b = torch.cat([xy, xy + wh]).round()
+                x1, y1, x2, y2 = (int(v) for v in b)
+                img[:, y1:y2, x1:x2] = 220
+                boxes = b.view(1, 4)
+                labels = torch.tensor([min(int((x1 + x2) / 2 / size * 3), 2)])
+            self.items.append((img, {"boxes": boxes, "labels": labels, "image_id": i + 1,
+                                     "orig_size": (size, size)}))
+        self.strong = True
+
+    def set_strong_augment(self, enabled: bool) -> None:
+        self.strong = enabled
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def to_coco_dict(self) -> dict:
+        anns = []
+        for img, t in self.items:
+            for b, lab in zip(t["boxes"].tolist(), t["labels"].tolist()):
+                anns.append({"id": len(anns) + 1, "image_id": t["image_id"],
+                             "category_id": lab + 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                             "area": (b[2] - b[0]) * (b[3] - b[1]), "iscrowd": 0})
+        return {"images": [{"id": t["image_id"], "width": self.size, "height": self.size,
+                            "file_name": f"{t['image_id']}.jpg"} for _, t in self.items],
+                "annotations": anns,
+                "categories": [{"id": k + 1, "name": n} for k, n in enumerate("abc")]}
+
+
+def collate(batch):
+    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
+
+
+def build_loader(dataset, batch_size, workers, shuffle, seed, drop_last=False, sampler=None):
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
+                      sampler=sampler, num_workers=workers, collate_fn=collate,
+                      drop_last=drop_last, generator=g)

@@ -1,0 +1,147 @@
+"""Trainer: schedule, EMA, optimizer groups, checkpoints, exact resume, fine-tuning, NaN stop."""
+
+import math
+
+import pytest
+import torch
+
+from damoyolo import build_model
+from damoyolo.config import TrainConfig
+from damoyolo.engine import CosineSchedule, ModelEMA, Trainer, TrainingDiverged, param_groups, \
+    train_config_for
+from damoyolo.engine.api import load_for_finetune
+from engine_standin import RectDataset, build_loader
+
+torch.set_num_threads(1)
+NAMES = ["a", "b", "c"]
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(epochs=2, batch_size=4, nominal_batch=4, base_lr_per_img=0.01 / 64 * 4,
+                warmup_epochs=1, no_aug_epochs=1, workers=0, output=str(tmp_path),
+                eval_interval=1, tensorboard=False, seed=7)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    m = build_model("damoyolo-ns", class_names=NAMES)
+    import dataclasses
+    m.cfg = dataclasses.replace(m.cfg, input_size=(64, 64))
+    return m
+
+
+def test_schedule_matches_release_formula():
+    s = CosineSchedule(0.04, total_iters=100, warmup_iters=10, no_aug_iters=20, min_lr_ratio=0.05)
+    assert s(0) == 0.0
+    assert s(5) == pytest.approx(0.04 * 0.25)
+    assert s(10) == pytest.approx(0.04)
+    assert s(45) == pytest.approx(0.002 + 0.5 * 0.038 * (1 + math.cos(math.pi * 35 / 70)))
+    assert s(80) == s(99) == pytest.approx(0.002)
+
+
+def test_recipes_and_param_groups():
+    t = train_config_for("damoyolo-t")
+    assert (t.optimizer, t.weight_decay, t.momentum, t.batch_size) == ("sgd", 5e-4, 0.9, 256)
+    ns = train_config_for("damoyolo-ns")
+    assert ns.optimizer == "adamw" and ns.weight_decay == 1e-2
+    assert ns.base_lr_per_img * ns.batch_size == pytest.approx(4e-3)
+    m = _model()
+    decay, no_decay = param_groups(m, 5e-4)
+    n_bn_bias = sum(1 for n, p in m.named_parameters() if n.endswith("bias") or ".bn." in n
+                    or p.ndim == 1)
+    assert len(no_decay["params"]) == n_bn_bias
+    scales = {id(p) for p in m.head.scales.parameters()}  # decayed, as in the release
+    assert all(p.ndim > 1 or id(p) in scales for p in decay["params"])
+    assert scales <= {id(p) for p in decay["params"]}
+
+
+def test_ema_ramp():
+    lin = torch.nn.Linear(1, 1, bias=False)
+    ema = ModelEMA(lin, 0.9998, 2000)
+    with torch.no_grad():
+        lin.weight.fill_(2.0)
+    ema.update(lin)  # first update: momentum 0 -> copy
+    assert ema.model.weight.item() == 2.0
+    with torch.no_grad():
+        lin.weight.fill_(0.0)
+    m = 0.9998 * (1 - math.exp(-1 / 2000))
+    ema.update(lin)
+    assert ema.model.weight.item() == pytest.approx(2.0 * m)
+
+
+def _final_weights(path):
+    return torch.load(path, weights_only=False)
+
+
+def test_train_checkpoint_and_exact_resume(tmp_path):
+    ds, val = RectDataset(8, seed=1, empty=(3,)), RectDataset(4, seed=2)
+    gt = val.to_coco_dict()
+    a = Trainer(_model(), ds, _cfg(tmp_path / "a"), val_set=val, val_gt=gt,
+                category_ids=[1, 2, 3], loader_fn=build_loader, progress=False)
+    rec = a.fit()
+    assert ds.strong is False  # last no_aug epoch switched strong augmentation off
+    assert {"loss", "loss_qfl", "val_AP", "val_AP50"} <= set(rec)
+    ck = _final_weights(tmp_path / "a" / "last.pt")
+    for key in ("model_config", "class_names", "category_ids", "model", "ema", "optimizer",
+                "scheduler", "scaler", "rng", "epoch", "iteration"):
+        assert key in ck, key
+    assert ck["epoch"] == 1 and ck["class_names"] == NAMES
+    assert (tmp_path / "a" / "results.csv").read_text().count("\n") == 3
+    assert (tmp_path / "a" / "best.pt").exists()
+
+    # same run stopped after epoch 1 then resumed
+    ds2 = RectDataset(8, seed=1, empty=(3,))
+    b1 = Trainer(_model(), ds2, _cfg(tmp_path / "b", epochs=2), val_set=val, val_gt=gt,
+                 loader_fn=build_loader, progress=False)
+    # run only the first epoch, as if killed during the second
+    b1.train_one_epoch(0, b1._loader())
+    import damoyolo.checkpoint as C
+    C.atomic_save(b1.state(0), tmp_path / "b" / "last.pt")
+    b2 = Trainer(_model(seed=5), RectDataset(8, seed=1, empty=(3,)), _cfg(tmp_path / "b"),
+                 val_set=val, val_gt=gt, loader_fn=build_loader, progress=False,
+                 resume=tmp_path / "b" / "last.pt")
+    assert b2.start_epoch == 1
+    b2.fit()
+    ck2 = _final_weights(tmp_path / "b" / "last.pt")
+    for k, v in ck["model"].items():
+        assert torch.equal(v, ck2["model"][k]), k
+    for k, v in ck["ema"].items():
+        assert torch.equal(v, ck2["ema"][k]), k
+
+
+def test_nan_loss_stops_and_keeps_checkpoint(tmp_path):
+    ds = RectDataset(4, seed=1)
+    tr = Trainer(_model(), ds, _cfg(tmp_path, epochs=3, eval_interval=0), loader_fn=build_loader,
+                 progress=False)
+    orig = tr.train_one_epoch
+    calls = []
+
+    def boom(epoch, loader):
+        calls.append(epoch)
+        if epoch == 1:
+            with torch.no_grad():
+                tr.model.head.cls_preds[0].bias.fill_(float("nan"))
+        return orig(epoch, loader)
+
+    tr.train_one_epoch = boom
+    with pytest.raises(TrainingDiverged, match="non-finite loss at epoch 2"):
+        tr.fit()
+    ck = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert ck["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_finetune_resets_only_class_projection(tmp_path):
+    from damoyolo import save_model
+    src = _model()
+    save_model(src, tmp_path / "src.pt")
+    net = load_for_finetune(tmp_path / "src.pt", None, ["x", "y"])
+    assert net.num_classes == 2 and net.class_names == ["x", "y"]
+    sd_src, sd = src.state_dict(), net.state_dict()
+    for k, v in sd.items():
+        if k.startswith("head.cls_preds"):
+            assert v.shape[0] == 2
+        else:
+            assert torch.equal(v, sd_src[k]), k
