@@ -14,7 +14,7 @@ The search space mutates one block at a time:
   most the next block's output; the next block's ``btn`` is clamped to the new value), ``btn``
   (scaled, at most ``out``) or ``L`` (+-1 or +-2, at least 1, at most 2 for block 1 and at most
   ``budget_layers // 2 // (n_blocks - 2)`` for the others);
-* after every mutation ``out / 10 <= btn <= out`` (rounded to 8), channels are rounded to
+* after every mutation ``out / 10 <= btn <= out`` (the lower bound rounded to 8), channels are rounded to
   multiples of 8 and the input channels follow the previous block's output.
 
 Unlike the official search, every block (the last included) can be picked, and all randomness
@@ -164,7 +164,8 @@ class SearchSpace:
                 cap = self.layer_cap(index, len(new))
                 L = L2 if cap is None else min(cap, L2)
             btn = min(btn, out)
-            btn = max(btn, round_channels(out / self.btn_min_ratio)) if btn < out / self.btn_min_ratio else btn
+            if btn < out / self.btn_min_ratio:
+                btn = round_channels(out / self.btn_min_ratio)
             new[index] = replace(b, out_channels=out, btn=btn, num_layers=L)
         for i in range(1, len(new)):
             if new[i].in_channels != new[i - 1].out_channels:
@@ -200,8 +201,10 @@ class SearchSpace:
                 errs.append(f"block {i}: kind {b.kind} not {self.kind}")
             if b.btn % 8:
                 errs.append(f"block {i}: btn {b.btn} not a multiple of 8")
-            if not (b.out_channels / self.btn_min_ratio <= b.btn <= b.out_channels):
-                errs.append(f"block {i}: btn {b.btn} outside [out/{self.btn_min_ratio:g}, out]")
+            low = b.out_channels / self.btn_min_ratio
+            if not (min(low, round_channels(low)) <= b.btn <= b.out_channels):
+                errs.append(f"block {i}: btn {b.btn} outside [out/{self.btn_min_ratio:g} "
+                            f"(rounded to 8), out]")
             rg = self.channel_range(i)
             if rg is not None and not (rg[0] <= b.out_channels <= rg[1]) \
                     and b.out_channels != b.in_channels:
