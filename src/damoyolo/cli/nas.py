@@ -15,6 +15,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency", default=None, metavar="PREDICTOR",
                    help="latency predictor: 'table:PATH' (official-format table) or "
                         "'measured[:DEVICE]' (time each conv shape with torch here)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for measured latency (default: torch's setting)")
     p.add_argument("--stage-weights", default="0,0,1,1,16",
                    help="score weight per stage (default 0,0,1,1,16)")
 
@@ -58,6 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="input feature-map sizes (search form: 320 for a 640 image)")
     pr.add_argument("--batch", type=int, default=1)
     pr.add_argument("--repeats", type=int, default=5)
+    pr.add_argument("--threads", type=int, default=None, help="torch CPU threads while timing")
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -104,7 +107,7 @@ def _run_score(args) -> int:
     res = search_resolution(args.image_size)
     blocks = to_search_form(load_structure(args.structure))
     weights = _weights(args.stage_weights)
-    ev = Evaluator(Budgets(), res, make_predictor(args.latency, res), weights)
+    ev = Evaluator(Budgets(), res, make_predictor(args.latency, res, args.threads), weights)
     cand = ev(tuple(blocks), enforce=False)
     terms = madnas_score(blocks, weights).stage_terms
     print(f"{args.structure}: {_describe(cand, args.image_size)}")
@@ -119,7 +122,7 @@ def _run_score(args) -> int:
 
 def _run_search(args) -> int:
     from ..models.backbones.structure import dump_structure_official, load_structure
-    from ..nas.search import Budgets, search
+    from ..nas.search import Budgets, make_predictor, search
     from ..nas.space import (SearchSpace, initial_structure, search_resolution, to_detector_form,
                              to_search_form)
 
@@ -135,8 +138,10 @@ def _run_search(args) -> int:
                         budget_layers=args.budget_layers)
     init = (to_search_form(load_structure(args.init)) if args.init
             else initial_structure(args.space))
+    predictor = make_predictor(args.latency, res, args.threads) if args.islands <= 1 else None
     result = search(init, space, budgets, args.candidates, population_size=args.population,
-                    seed=args.seed, resolution=res, predictor_spec=args.latency,
+                    seed=args.seed, resolution=res, predictor=predictor,
+                    predictor_spec=args.latency,
                     islands=args.islands, stage_weights=_weights(args.stage_weights),
                     progress=True)
     best = result.best
@@ -166,7 +171,8 @@ def _run_search(args) -> int:
 def _run_profile(args) -> int:
     from ..nas.latency import MeasuredPredictor, profile_table
 
-    pred = MeasuredPredictor(batch=args.batch, device=args.device, repeats=args.repeats)
+    pred = MeasuredPredictor(batch=args.batch, device=args.device, repeats=args.repeats,
+                             threads=args.threads)
 
     def progress(i, n):
         if i % max(1, n // 20) == 0 or i == n:

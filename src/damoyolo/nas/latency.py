@@ -68,7 +68,11 @@ class _Group:
         self._linear = self._nearest = None
 
     def _build(self):
-        from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
+        try:
+            from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
+        except ImportError:
+            raise TableError("table latency prediction needs scipy: "
+                             "pip install 'damoyolo[nas]'") from None
         pts = np.asarray(self.points, dtype=np.float64)
         vals = np.asarray(self.values, dtype=np.float64)
         try:
@@ -187,12 +191,15 @@ class MeasuredPredictor:
     torch (conv + fused residual add when ``elmt_fused``), then summed per structure.
 
     resolution: search-form input size; batch: images per timed call; device: torch device
-    string ("cpu", "cuda"); repeats / warmup: timed and untimed calls per shape (median kept).
-    Returns seconds per image.
+    string ("cpu", "cuda"); repeats / warmup: timed and untimed calls per shape (median kept);
+    threads: torch CPU threads while timing (``None``: leave torch's setting).
+    Returns seconds per image.  Timings are only as good as the machine is quiet.
     """
 
     def __init__(self, resolution: int = 320, batch: int = 1, device: str = "cpu",
-                 repeats: int = 5, warmup: int = 2, timer: Callable[[ConvOp], float] | None = None):
+                 repeats: int = 5, warmup: int = 2, timer: Callable[[ConvOp], float] | None = None,
+                 threads: int | None = None):
+        self.threads = threads
         self.resolution = int(resolution)
         self.batch = int(batch)
         self.device = device
@@ -213,6 +220,8 @@ class MeasuredPredictor:
         res = torch.randn(self.batch, op.out_channels, op.out_resolution, op.out_resolution,
                           generator=gen).to(dev) if op.elmt_fused else None
         pad = (op.kernel - 1) // 2
+        if self.threads is not None and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(int(self.threads))
         sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
         times = []
         with torch.inference_mode():

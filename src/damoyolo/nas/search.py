@@ -82,9 +82,9 @@ class SearchResult:
         return self.population[0]
 
 
-def make_predictor(spec: str | None, resolution: int):
+def make_predictor(spec: str | None, resolution: int, threads: int | None = None):
     """``"table:PATH"`` -> :class:`TablePredictor`, ``"measured"`` / ``"measured:cuda"`` ->
-    :class:`MeasuredPredictor`, ``None`` -> no latency."""
+    :class:`MeasuredPredictor` (timing with ``threads`` CPU threads), ``None`` -> no latency."""
     if spec is None:
         return None
     from .latency import MeasuredPredictor, TablePredictor
@@ -92,7 +92,7 @@ def make_predictor(spec: str | None, resolution: int):
         return TablePredictor(spec[len("table:"):], resolution=resolution)
     if spec == "measured" or spec.startswith("measured:"):
         device = spec.split(":", 1)[1] if ":" in spec else "cpu"
-        return MeasuredPredictor(resolution=resolution, device=device)
+        return MeasuredPredictor(resolution=resolution, device=device, threads=threads)
     raise ValueError(f"unknown latency predictor {spec!r}; use 'table:PATH' or 'measured[:DEVICE]'")
 
 
