@@ -47,6 +47,7 @@ _CLASS_ALIASES = {
     "SuperResKXKX": KXKX,
 }
 _OFFICIAL_NAMES = {STEM: "ConvKXBNRELU", K1KX: "SuperResConvK1KX", KXKX: "SuperResConvKXKX"}
+_OFFICIAL_NAMES_V2 = {STEM: "ConvKXBNRELU", K1KX: "SuperResK1KX", KXKX: "SuperResKXKX"}
 _IGNORED_KEYS = {"nbitsA", "nbitsW", "inner_class", "g", "nbitsA_list", "nbitsW_list"}
 
 
@@ -74,8 +75,13 @@ class BlockSpec:
     btn: int = 0
     num_layers: int = 1
 
-    def to_official(self) -> dict:
-        d = {"class": _OFFICIAL_NAMES[self.kind], "in": self.in_channels, "k": self.kernel,
+    def to_official(self, names: str = "v1") -> dict:
+        """Official dict; ``names``: ``"v1"`` (DAMO-YOLO's ``SuperResConvK1KX``) or ``"v2"``
+        (current MAE-NAS ``SuperResK1KX``) class names."""
+        if names not in ("v1", "v2"):
+            raise ValueError(f"names must be 'v1' or 'v2', got {names!r}")
+        table = _OFFICIAL_NAMES if names == "v1" else _OFFICIAL_NAMES_V2
+        d = {"class": table[self.kind], "in": self.in_channels, "k": self.kernel,
              "out": self.out_channels, "s": self.stride}
         if self.kind != STEM:
             d.update({"btn": self.btn, "L": self.num_layers})
@@ -190,7 +196,8 @@ def dump_structure(blocks: list[BlockSpec]) -> str:
     return f'{{"format": "{FORMAT_TAG}", "blocks": [\n  {rows}\n]}}\n'
 
 
-def dump_structure_official(blocks: list[BlockSpec]) -> str:
-    """Serialise to the official structure-text format (a Python literal list)."""
-    lines = ",\n  ".join(repr(b.to_official()) for b in blocks)
+def dump_structure_official(blocks: list[BlockSpec], names: str = "v1") -> str:
+    """Serialise to the official structure-text format (a Python literal list) with v1
+    (DAMO-YOLO) or v2 (current MAE-NAS) class names."""
+    lines = ",\n  ".join(repr(b.to_official(names)) for b in blocks)
     return f"[ {lines}]\n"

@@ -1,0 +1,259 @@
+"""Seeded evolutionary search of MAE-NAS (training-free, no weights allocated per candidate).
+
+Loop (as the official search, with its defects fixed): the population starts from one initial
+structure; each step draws a parent uniformly from the population, mutates ``2`` of its blocks
+(any block, the last included), rejects the child if it breaks a budget, otherwise scores it and
+adds it; the population is kept deduplicated, ranked by score and truncated to its size.  All
+randomness comes from ``random.Random(seed)``, so the same seed gives the same result.  With
+``islands > 1`` independent sub-populations run in worker processes and are merged (rank +
+truncate) every ``sync_every`` candidates; the result is deterministic for a given number of
+islands.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from ..models.backbones.structure import BlockSpec
+from .cost import count_layers, count_macs, count_params
+from .score import DEFAULT_STAGE_WEIGHTS, madnas_score
+from .space import SearchSpace
+
+__all__ = ["Budgets", "Candidate", "SearchResult", "Evaluator", "evolve", "search",
+           "make_predictor"]
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Upper bounds (inclusive); ``None`` disables one.  latency in seconds per image,
+    macs in operations (:func:`damoyolo.nas.cost.count_macs`), params in parameters."""
+
+    layers: int | None = None
+    latency: float | None = None
+    macs: float | None = None
+    params: float | None = None
+
+    def describe(self) -> str:
+        parts = []
+        for name in ("layers", "latency", "macs", "params"):
+            v = getattr(self, name)
+            if v is not None:
+                parts.append(f"{name}<={v:g}")
+        return ", ".join(parts) or "none"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An evaluated structure (search form) with its score and costs."""
+
+    blocks: tuple[BlockSpec, ...]
+    score: float
+    layers: int
+    macs: int
+    params: int
+    latency: float | None
+
+    def usage(self, budgets: Budgets) -> dict[str, float]:
+        """Fraction of each active budget used."""
+        out = {}
+        for name in ("layers", "latency", "macs", "params"):
+            b = getattr(budgets, name)
+            if b is not None:
+                out[name] = getattr(self, name) / b
+        return out
+
+
+@dataclass
+class SearchResult:
+    population: list[Candidate]          # best first
+    evaluated: int                       # children generated (incl. rejected / duplicates)
+    accepted: int                        # children within budget and new
+    seconds: float
+    budgets: Budgets
+
+    @property
+    def best(self) -> Candidate:
+        return self.population[0]
+
+
+def make_predictor(spec: str | None, resolution: int, threads: int | None = None):
+    """``"table:PATH"`` -> :class:`TablePredictor`, ``"measured"`` / ``"measured:cuda"`` ->
+    :class:`MeasuredPredictor` (timing with ``threads`` CPU threads), ``None`` -> no latency."""
+    if spec is None:
+        return None
+    from .latency import MeasuredPredictor, TablePredictor
+    if spec.startswith("table:"):
+        return TablePredictor(spec[len("table:"):], resolution=resolution)
+    if spec == "measured" or spec.startswith("measured:"):
+        device = spec.split(":", 1)[1] if ":" in spec else "cpu"
+        return MeasuredPredictor(resolution=resolution, device=device, threads=threads)
+    raise ValueError(f"unknown latency predictor {spec!r}; use 'table:PATH' or 'measured[:DEVICE]'")
+
+
+class Evaluator:
+    """Budget filter + score for one structure.  Cheap checks first; score only within budget."""
+
+    def __init__(self, budgets: Budgets, resolution: int = 320, predictor=None,
+                 stage_weights: Sequence[float] = DEFAULT_STAGE_WEIGHTS):
+        if budgets.latency is not None and predictor is None:
+            raise ValueError("a latency budget needs a latency predictor")
+        self.budgets = budgets
+        self.resolution = resolution
+        self.predictor = predictor
+        self.stage_weights = tuple(stage_weights)
+
+    def __call__(self, blocks: Sequence[BlockSpec], enforce: bool = True) -> Candidate | None:
+        b = self.budgets
+        layers = count_layers(blocks)
+        if enforce and b.layers is not None and layers > b.layers:
+            return None
+        params = count_params(blocks)
+        if enforce and b.params is not None and params > b.params:
+            return None
+        macs = count_macs(blocks, self.resolution)
+        if enforce and b.macs is not None and macs > b.macs:
+            return None
+        latency = self.predictor(blocks) if self.predictor is not None else None
+        if enforce and b.latency is not None and latency > b.latency:
+            return None
+        score = madnas_score(blocks, self.stage_weights).total
+        return Candidate(tuple(blocks), score, layers, macs, params, latency)
+
+
+def _insert(pop: list[Candidate], keys: list[float], cand: Candidate, size: int) -> None:
+    """Insert keeping ``pop`` sorted by descending score (stable: earlier first on ties)."""
+    i = bisect.bisect_right(keys, -cand.score)
+    keys.insert(i, -cand.score)
+    pop.insert(i, cand)
+    if len(pop) > size:
+        del pop[size:]
+        del keys[size:]
+
+
+def evolve(population: list[Candidate], space: SearchSpace, evaluator: Evaluator,
+           candidates: int, population_size: int, rng: random.Random,
+           seen: set | None = None,
+           progress: Callable[[int, list[Candidate]], None] | None = None) -> tuple[list[Candidate], int]:
+    """Run ``candidates`` steps on ``population`` (sorted, best first); returns the new
+    population and the number of accepted children.  ``seen`` holds structures already
+    evaluated (children equal to one of them are skipped)."""
+    pop = sorted(population, key=lambda c: -c.score)[:population_size]
+    keys = [-c.score for c in pop]
+    seen = seen if seen is not None else set()
+    seen.update(c.blocks for c in pop)
+    accepted = 0
+    for step in range(candidates):
+        parent = pop[rng.randrange(len(pop))]
+        child = tuple(space.mutate(parent.blocks, rng))
+        if child not in seen:
+            seen.add(child)
+            cand = evaluator(child)
+            if cand is not None:
+                accepted += 1
+                _insert(pop, keys, cand, population_size)
+        if progress is not None:
+            progress(step + 1, pop)
+    return pop, accepted
+
+
+# ------------------------------------------------------------------------ islands
+_WORKER: dict = {}
+
+
+def _worker_init(space, budgets, resolution, predictor_spec, stage_weights):
+    _WORKER["space"] = space
+    _WORKER["evaluator"] = Evaluator(budgets, resolution,
+                                     make_predictor(predictor_spec, resolution), stage_weights)
+
+
+def _worker_run(args):
+    population, candidates, population_size, seed = args
+    pop, acc = evolve(population, _WORKER["space"], _WORKER["evaluator"], candidates,
+                      population_size, random.Random(seed))
+    return pop, acc
+
+
+def _merge(pops: Sequence[Sequence[Candidate]], size: int) -> list[Candidate]:
+    best: dict[tuple, Candidate] = {}
+    for pop in pops:
+        for c in pop:
+            best.setdefault(c.blocks, c)
+    return sorted(best.values(), key=lambda c: -c.score)[:size]
+
+
+class _Progress:
+    def __init__(self, total: int, budgets: Budgets, every: int = 1000, stream=sys.stderr):
+        self.total, self.budgets, self.every, self.stream = total, budgets, max(1, every), stream
+        self.t0 = time.perf_counter()
+
+    def __call__(self, done: int, pop: Sequence[Candidate]) -> None:
+        if done % self.every and done != self.total:
+            return
+        best = pop[0]
+        use = " ".join(f"{k} {v:.0%}" for k, v in best.usage(self.budgets).items())
+        rate = (time.perf_counter() - self.t0) / max(1, done) * 1000
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        head, tail = ("\r", " ") if tty else ("", "\n")
+        self.stream.write(f"{head}[{done}/{self.total}] best {best.score:.4f} "
+                          f"({use}) {rate:.2f} ms/cand{tail}")
+        if tty and done == self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def search(initial: Sequence[BlockSpec], space: SearchSpace, budgets: Budgets,
+           candidates: int, population_size: int = 512, seed: int = 0, resolution: int = 320,
+           predictor_spec: str | None = None, predictor=None, islands: int = 1,
+           sync_every: int | None = None, stage_weights: Sequence[float] = DEFAULT_STAGE_WEIGHTS,
+           progress: bool = False) -> SearchResult:
+    """Evolutionary search from ``initial`` (search form).  See the module docstring.
+
+    predictor / predictor_spec: a latency predictor object, or its spec string (needed with
+    ``islands > 1``, each worker builds its own).  Raises ``ValueError`` when ``initial`` does
+    not meet the budgets.
+    """
+    t0 = time.perf_counter()
+    if predictor is None and predictor_spec is not None:
+        predictor = make_predictor(predictor_spec, resolution)
+    evaluator = Evaluator(budgets, resolution, predictor, stage_weights)
+    first = evaluator(tuple(initial))
+    if first is None:
+        c = evaluator(tuple(initial), enforce=False)
+        raise ValueError(f"the initial structure does not meet the budgets ({budgets.describe()}): "
+                         f"layers {c.layers}, latency {c.latency}, macs {c.macs}, params {c.params}")
+    if islands <= 1:
+        prog = _Progress(candidates, budgets, every=max(1, candidates // 20)) if progress else None
+        pop, acc = evolve([first], space, evaluator, candidates, population_size,
+                          random.Random(seed), progress=prog)
+        return SearchResult(pop, candidates, acc, time.perf_counter() - t0, budgets)
+
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing as mp
+
+    if predictor is not None and predictor_spec is None:
+        raise ValueError("islands > 1 needs predictor_spec (each worker builds its own predictor)")
+    sync_every = int(sync_every or population_size)
+    pop = [first]
+    done = accepted = rnd = 0
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(islands, mp_context=ctx, initializer=_worker_init,
+                             initargs=(space, budgets, resolution, predictor_spec,
+                                       tuple(stage_weights))) as ex:
+        while done < candidates:
+            per = min(sync_every, math.ceil((candidates - done) / islands))
+            jobs = [(pop, per, population_size, f"{seed}:{rnd}:{i}")
+                    for i in range(islands)]
+            results = list(ex.map(_worker_run, jobs))
+            pop = _merge([r[0] for r in results], population_size)
+            accepted += sum(r[1] for r in results)
+            done += per * islands
+            rnd += 1
+            if progress:
+                _Progress(candidates, budgets)(min(done, candidates), pop)
+    return SearchResult(pop, done, accepted, time.perf_counter() - t0, budgets)
