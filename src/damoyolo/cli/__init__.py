@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "models": "damoyolo.cli.models",
     "convert": "damoyolo.cli.convert",
     "demo": "damoyolo.cli.demo",
+    "data": "damoyolo.cli.data",
 }
 
 
