@@ -195,10 +195,15 @@ def build_loader(dataset: Dataset, batch_size: int, workers: int = 0, shuffle: b
     """A multi-worker loader deterministic for a given seed (and any worker count).
 
     ``sampler`` (e.g. a ``DistributedSampler``) replaces the built-in :class:`EpochSampler`;
-    its ``set_epoch`` is called by ``loader.set_epoch``.
+    its ``set_epoch`` is called by ``loader.set_epoch``.  With ``workers > 0`` OpenCV is set to
+    one thread in this process (its thread pool deadlocks forked workers).
     """
     if sampler is None:
         sampler = EpochSampler(len(dataset), shuffle, seed)
+    if workers > 0:
+        # OpenCV's thread pool does not survive fork(): forked workers deadlock in cv2 calls
+        # once the parent has used it.  One cv2 thread per process (workers do the parallelism).
+        cv2.setNumThreads(1)
     return SeededLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                         collate_fn=collate, drop_last=drop_last, worker_init_fn=_worker_init,
                         persistent_workers=False, pin_memory=False)
