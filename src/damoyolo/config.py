@@ -290,3 +290,43 @@ class ExperimentConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+# ============================================================================= data augmentation
+# (appended section: training-time augmentation; built per preset by
+#  damoyolo.data.augment_config_for)
+
+# The searched SADA policy of the official recipe (``autoaug_params``): 4 leading values
+# unused by the box-level augmentation, then ``num_subpolicies`` x (colour op, prob*10,
+# level, geometric op, prob*10, level), then the area and prob scale ratios.
+SADA_POLICY_PARAMS: tuple[int, ...] = (
+    6, 9, 5, 3, 3, 4, 2, 4, 4, 4, 5, 2, 4, 1, 4, 2, 6, 4, 2, 2, 2, 6, 2, 2, 2,
+    0, 5, 1, 3, 0, 8, 5, 2, 8, 7, 5, 1, 3, 3, 3)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation (official DAMO-YOLO recipe; see docs/data.md).
+
+    mosaic_prob: probability of a 4-image mosaic; mosaic_scale: (min, max) scale of the random
+    affine applied to the mosaic; mixup_prob / mixup_scale: probability and jitter range of
+    mixup; degrees, translate (fraction of the input size), shear (degrees): random affine;
+    flip_prob: horizontal flip; keep_ratio: resize keeping the aspect ratio (else stretch);
+    sada: scale-aware box-level augmentation with ``sada_*`` parameters; pad_value: fill
+    value of mosaic/affine/mixup canvases.
+    """
+
+    mosaic_prob: float = 1.0
+    mosaic_scale: tuple[float, float] = (0.1, 2.0)
+    mixup_prob: float = 0.15
+    mixup_scale: tuple[float, float] = (0.5, 1.5)
+    degrees: float = 10.0
+    translate: float = 0.2
+    shear: float = 2.0
+    flip_prob: float = 0.5
+    keep_ratio: bool = False
+    sada: bool = True
+    sada_box_prob: float = 0.3
+    sada_num_subpolicies: int = 5
+    sada_scale_splits: tuple[int, int, int] = (2048, 10240, 51200)
+    sada_params: tuple[int, ...] = SADA_POLICY_PARAMS
+    pad_value: int = 114

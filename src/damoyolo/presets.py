@@ -43,7 +43,7 @@ def _recipe(**kw) -> MappingProxyType:
         degrees=10.0,
         translate=0.2,
         shear=2.0,
-        keep_ratio=True,
+        keep_ratio=False,  # official base augmentation config; no preset overrides it
     )
     base.update(kw)
     return MappingProxyType(base)

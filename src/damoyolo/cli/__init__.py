@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "train": "damoyolo.cli.train",
     "val": "damoyolo.cli.val",
     "nas": "damoyolo.cli.nas",
+    "data": "damoyolo.cli.data",
 }
 
 
