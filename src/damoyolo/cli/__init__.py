@@ -18,6 +18,9 @@ COMMANDS: dict[str, str] = {
     "models": "damoyolo.cli.models",
     "convert": "damoyolo.cli.convert",
     "demo": "damoyolo.cli.demo",
+    "predict": "damoyolo.cli.predict",
+    "export": "damoyolo.cli.export",
+    "bench": "damoyolo.cli.bench",
 }
 
 

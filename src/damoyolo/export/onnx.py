@@ -184,8 +184,10 @@ def add_end2end_nms(onnx_model, max_det: int, iou_thresh: float, conf_thresh: fl
     (gb,) = node("GatherND", ["boxes", aidx], ["gboxes"], batch_dims=1)        # (B, K, 4)
     (vf3,) = node("Unsqueeze", [vf, const("ax2b", np.array([2], np.int64))], ["valid_f3"])
     node("Mul", [gb, vf3], ["det_boxes"])
-    node("Mul", [topv, vf], ["det_scores"])
-    node("Cast", [top_c], ["det_labels"], to=TensorProto.INT32)
+    node("Where", [valid, topv, const("z", np.array(0.0, np.float32))], ["det_scores"])
+    # rows past num_dets may hold another image's candidates (score -1 in this row): mask
+    (lab,) = node("Where", [valid, top_c, const("m1", np.array(-1, np.int64))], ["lab"])
+    node("Cast", [lab], ["det_labels"], to=TensorProto.INT32)
 
     del g.output[:]
     k = max_det
