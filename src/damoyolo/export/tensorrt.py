@@ -39,7 +39,6 @@ def check_tensorrt():
 def _calibrator(trt, calib_dir: Path, input_hw: tuple[int, int], batch: int, cache: Path,
                 limit: int = 512):
     """An entropy calibrator reading images of ``calib_dir`` with our preprocessing."""
-    import numpy as np
     import torch
 
     from ..infer.sources import IMAGE_SUFFIXES
@@ -77,7 +76,6 @@ def _calibrator(trt, calib_dir: Path, input_hw: tuple[int, int], batch: int, cac
         def write_calibration_cache(self, data):
             cache.write_bytes(bytes(data))
 
-    del np
     return Calib()
 
 

@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["BackendError", "Backend", "TorchBackend", "OnnxRuntimeBackend", "OpenVINOBackend",
-           "TensorRTBackend", "BACKENDS", "open_backend", "backend_for_path"]
+           "TensorRTBackend", "BACKENDS", "open_backend", "backend_for_path",
+           "default_threads"]
 
 
 class BackendError(RuntimeError):

@@ -31,8 +31,6 @@ from .backends import Backend, open_backend
 
 __all__ = ["Detector", "decode_raw_heads"]
 
-ImageLike = "str | Path | np.ndarray"
-
 
 def decode_raw_heads(outs: Sequence[Tensor], strides: Sequence[int], reg_max: int
                      ) -> tuple[Tensor, Tensor]:
