@@ -8,6 +8,8 @@ Public API::
     model = damoyolo.load_model("ckpt.pth", model="damoyolo-t")  # ours or official
     model.eval(); out = model(images); scores, boxes = model.decode(out)
     damoyolo.reparameterize(model)                # deploy form
+    det = damoyolo.Detector("ckpt.pth")           # or model.onnx / model.xml / model.engine
+    d = det("image.jpg")                          # Detections in original-image pixels
 """
 
 __version__ = "0.1.0"
@@ -18,6 +20,7 @@ from .models.detector import DAMOYOLO  # noqa: E402
 from .models.reparam import reparameterize  # noqa: E402
 from .postprocess import Detections  # noqa: E402
 from .presets import PRESETS, get_preset, preset_names  # noqa: E402
+from .infer.detector import Detector  # noqa: E402
 
 
 def train(*args, **kwargs):
@@ -32,4 +35,5 @@ def list_models() -> list[str]:
 
 
 __all__ = ["__version__", "build_model", "load_model", "save_model", "ModelConfig", "DAMOYOLO",
-           "reparameterize", "Detections", "PRESETS", "get_preset", "preset_names", "list_models", "train"]
+           "reparameterize", "Detections", "Detector", "PRESETS", "get_preset", "preset_names",
+           "list_models", "train"]

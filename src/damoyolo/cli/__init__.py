@@ -22,6 +22,9 @@ COMMANDS: dict[str, str] = {
     "val": "damoyolo.cli.val",
     "nas": "damoyolo.cli.nas",
     "data": "damoyolo.cli.data",
+    "predict": "damoyolo.cli.predict",
+    "export": "damoyolo.cli.export",
+    "bench": "damoyolo.cli.bench",
 }
 
 

@@ -1,0 +1,57 @@
+"""OpenVINO IR export (``.xml`` + ``.bin``), converted from our ONNX export.
+
+The damoyolo metadata (see :func:`damoyolo.export.onnx.export_metadata`) is stored in the
+IR's runtime info under the key ``damoyolo`` as a JSON string.  ``half=True`` stores the
+weights in fp16 (OpenVINO computes in the device's inference precision either way; on
+CPUs with bf16 support the default hint is bf16, so pass
+``INFERENCE_PRECISION_HINT=f32`` when comparing numbers with torch).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from .onnx import ExportError, export_onnx, read_metadata
+
+__all__ = ["export_openvino", "read_openvino_metadata"]
+
+
+def _require_openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise ExportError("OpenVINO export needs the openvino package: pip install openvino"
+                          ) from None
+    return openvino
+
+
+def export_openvino(model: nn.Module, path: str | Path, half: bool = False, **onnx_kwargs
+                    ) -> Path:
+    """Export to OpenVINO IR; ``path`` is the ``.xml`` file (``.bin`` written beside it).
+
+    onnx_kwargs: forwarded to :func:`export_onnx` (imgsz, mode, dynamic, max_det, ...).
+    """
+    ov = _require_openvino()
+    path = Path(path)
+    if path.suffix != ".xml":
+        path = path.with_suffix(".xml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as td:
+        onnx_path = export_onnx(model, Path(td) / "model.onnx", **onnx_kwargs)
+        meta = read_metadata(onnx_path)
+        ov_model = ov.convert_model(str(onnx_path))
+    meta["openvino_weights"] = "f16" if half else "f32"
+    ov_model.set_rt_info(json.dumps(meta), ["damoyolo"])
+    ov.save_model(ov_model, str(path), compress_to_fp16=half)
+    return path
+
+
+def read_openvino_metadata(ov_model) -> dict:
+    """The damoyolo metadata of a read ``openvino.Model`` (error if absent)."""
+    if not ov_model.has_rt_info(["damoyolo"]):
+        raise ExportError("OpenVINO model has no damoyolo metadata (not exported by damoyolo?)")
+    return json.loads(ov_model.get_rt_info(["damoyolo"]).astype(str))

@@ -1,0 +1,118 @@
+"""TensorRT engine export (fp32 / fp16 / int8 with calibration), built from our ONNX export.
+
+Needs the ``tensorrt`` Python package and a CUDA GPU; without them a clear
+:class:`ExportError` is raised.  The end-to-end variant is built from the end-to-end ONNX
+graph (standard ``NonMaxSuppression`` on xyxy boxes, ``center_point_box=0``), so the boxes
+keep the same xyxy encoding as the raw outputs.  The damoyolo metadata is written beside
+the engine as ``<engine>.json`` (engines cannot hold it).
+
+This path has not been run on a GPU by the test suite (no GPU in CI); it is exercised only
+for its error messages.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from .onnx import ExportError, export_onnx, read_metadata
+
+__all__ = ["export_tensorrt", "check_tensorrt"]
+
+
+def check_tensorrt():
+    """Import tensorrt and check that a CUDA GPU is visible; clear error otherwise."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise ExportError("TensorRT export needs the tensorrt package and an NVIDIA GPU "
+                          "(pip install tensorrt); neither is installed here") from None
+    import torch
+    if not torch.cuda.is_available():
+        raise ExportError("TensorRT export needs a CUDA GPU; torch sees none")
+    return trt
+
+
+def _calibrator(trt, calib_dir: Path, input_hw: tuple[int, int], batch: int, cache: Path,
+                limit: int = 512):
+    """An entropy calibrator reading images of ``calib_dir`` with our preprocessing."""
+    import torch
+
+    from ..infer.sources import IMAGE_SUFFIXES
+    from ..preprocess import ImageReadError, preprocess_image, read_image
+
+    files = sorted(p for p in calib_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not files:
+        raise ExportError(f"{calib_dir}: no calibration images found")
+
+    class Calib(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            super().__init__()
+            self.i = 0
+            self.buf = torch.empty((batch, 3, *input_hw), device="cuda")
+
+        def get_batch_size(self):
+            return batch
+
+        def get_batch(self, names):
+            if self.i + batch > len(files):
+                return None
+            arrs = []
+            for f in files[self.i:self.i + batch]:
+                try:
+                    arrs.append(preprocess_image(read_image(f), input_hw)[0])
+                except ImageReadError:
+                    arrs.append(torch.zeros(3, *input_hw))
+            self.i += batch
+            self.buf.copy_(torch.stack(arrs))
+            return [int(self.buf.data_ptr())]
+
+        def read_calibration_cache(self):
+            return cache.read_bytes() if cache.is_file() else None
+
+        def write_calibration_cache(self, data):
+            cache.write_bytes(bytes(data))
+
+    return Calib()
+
+
+def export_tensorrt(model: nn.Module, path: str | Path, half: bool = True, int8: bool = False,
+                    calib: str | Path | None = None, workspace_gb: float = 4.0,
+                    **onnx_kwargs) -> Path:
+    """Build a serialized TensorRT engine at ``path`` (+ ``path.json`` metadata)."""
+    trt = check_tensorrt()
+    if int8 and calib is None:
+        raise ExportError("--int8 needs --calib DIR (a folder of representative images)")
+    if onnx_kwargs.get("dynamic"):
+        raise ExportError("dynamic batch is not supported for TensorRT engines; use --batch")
+    path = Path(path)
+    logger = trt.Logger(trt.Logger.WARNING)
+    with tempfile.TemporaryDirectory() as td:
+        onnx_path = export_onnx(model, Path(td) / "model.onnx", **onnx_kwargs)
+        meta = read_metadata(onnx_path)
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(onnx_path.read_bytes()):
+            errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise ExportError(f"TensorRT could not parse the ONNX graph: {errs}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if half:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if int8:
+        config.set_flag(trt.BuilderFlag.INT8)
+        hw = tuple(meta["input_size"])
+        config.int8_calibrator = _calibrator(trt, Path(calib), hw, meta.get("batch", 1),
+                                             path.with_suffix(".calib"))
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise ExportError("TensorRT engine build failed (see the TensorRT log above)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(engine))
+    meta["tensorrt_precision"] = "int8" if int8 else ("fp16" if half else "fp32")
+    path.with_name(path.name + ".json").write_text(json.dumps(meta, indent=1))
+    return path

@@ -1,0 +1,266 @@
+"""Inference backends: one small class per runtime, same interface.
+
+Every backend takes a preprocessed batch ``images`` float32 (B, 3, H, W) RGB in [0, 255]
+(a torch tensor) and returns its graph outputs as torch tensors on the CPU (torch: on the
+model's device), in the order named by ``backend.outputs``:
+
+- mode ``raw``: ``scores`` (B, A, C), ``boxes`` (B, A, 4) xyxy input pixels;
+- mode ``raw_heads``: ``cls_s8, cls_s16, cls_s32, reg_s8, reg_s16, reg_s32``;
+- mode ``end2end``: ``num_dets, det_boxes, det_scores, det_labels``.
+
+``backend.meta`` is the export metadata (:func:`damoyolo.export.export_metadata`):
+class names, input size, mode, thresholds.  ``backend.batch`` is the fixed batch size
+of a static graph, or ``None`` when any batch size is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["BackendError", "Backend", "TorchBackend", "OnnxRuntimeBackend", "OpenVINOBackend",
+           "TensorRTBackend", "BACKENDS", "open_backend", "backend_for_path",
+           "default_threads"]
+
+
+class BackendError(RuntimeError):
+    """A backend could not be opened (missing package, wrong file, no device)."""
+
+
+class Backend:
+    """Common interface (see the module docstring)."""
+
+    name = "base"
+    meta: dict
+    batch: int | None = None
+
+    @property
+    def mode(self) -> str:
+        return self.meta["mode"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return list(self.meta["outputs"])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.meta["input_size"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    def __call__(self, images: Tensor) -> list[Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class TorchBackend(Backend):
+    """A :class:`damoyolo.DAMOYOLO` (re-parameterised, eval mode) on ``device``."""
+
+    name = "torch"
+
+    def __init__(self, weights, device: str = "cpu", half: bool = False,
+                 model: str | None = None, imgsz: tuple[int, int] | None = None):
+        from ..checkpoint import load_model
+        from ..export.onnx import export_metadata
+        from ..models.detector import DAMOYOLO
+
+        if isinstance(weights, DAMOYOLO):
+            net = weights
+        else:
+            net = load_model(weights, model=model)
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendError("device cuda requested but torch sees no CUDA GPU")
+        if half and self.device.type == "cpu":
+            raise BackendError("--half needs a CUDA device (fp16 convolutions are slow or "
+                               "unsupported on CPU)")
+        import copy
+        self.model = copy.deepcopy(net).eval().reparameterize().to(self.device)
+        self.dtype = torch.float16 if half else torch.float32
+        if half:
+            self.model.half()
+        hw = tuple(imgsz or net.input_size)
+        self.meta = export_metadata(net, hw, "raw", outputs=["scores", "boxes"])
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor) -> list[Tensor]:
+        out = self.model(images.to(self.device, self.dtype))
+        scores, boxes = self.model.decode(out)
+        return [scores.float(), boxes.float()]
+
+
+class OnnxRuntimeBackend(Backend):
+    """An exported ``.onnx`` file run by onnxruntime (CPU, or CUDA when installed)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path, device: str = "cpu", threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendError("the onnxruntime backend needs: pip install onnxruntime") from None
+        from ..export.onnx import read_metadata
+
+        self.meta = read_metadata(path)
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BackendError("device cuda requested but this onnxruntime has no CUDA "
+                                   "provider (pip install onnxruntime-gpu)")
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(path), so, providers=providers)
+        dim0 = self.session.get_inputs()[0].shape[0]
+        self.batch = dim0 if isinstance(dim0, int) else None
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, images: Tensor) -> list[Tensor]:
+        x = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        return [torch.from_numpy(np.asarray(o)) for o in self.session.run(self.names,
+                                                                          {"images": x})]
+
+
+class OpenVINOBackend(Backend):
+    """An OpenVINO IR (``.xml``) or ``.onnx`` file compiled by OpenVINO.
+
+    precision: the inference precision hint; ``"f32"`` by default because recent CPUs
+    otherwise run in bf16 (noticeably different scores); ``None`` keeps the device default.
+    """
+
+    name = "openvino"
+
+    def __init__(self, path, device: str = "cpu", threads: int | None = None,
+                 precision: str | None = "f32"):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise BackendError("the openvino backend needs: pip install openvino") from None
+        from ..export.onnx import read_metadata
+        from ..export.openvino import read_openvino_metadata
+
+        core = ov.Core()
+        model = core.read_model(str(path))
+        self.meta = (read_metadata(path) if str(path).endswith(".onnx")
+                     else read_openvino_metadata(model))
+        dev = "CPU" if str(device).lower() == "cpu" else str(device).upper()
+        cfg = {}
+        if precision:
+            cfg["INFERENCE_PRECISION_HINT"] = precision
+        if threads:
+            cfg["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = core.compile_model(model, dev, cfg)
+        pshape = model.inputs[0].get_partial_shape()
+        self.batch = pshape[0].get_length() if pshape[0].is_static else None
+        self.request = self.compiled.create_infer_request()
+        self.ports = list(self.compiled.outputs)
+
+    def __call__(self, images: Tensor) -> list[Tensor]:
+        x = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        res = self.request.infer({0: x})
+        return [torch.from_numpy(np.array(res[p])) for p in self.ports]
+
+
+class TensorRTBackend(Backend):
+    """A serialized TensorRT engine (``.engine``) with its ``.engine.json`` metadata.
+
+    Needs tensorrt (10.x API) and a CUDA GPU; not exercised by the CPU test suite.
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, path, device: str = "cuda:0"):
+        from ..export.tensorrt import check_tensorrt
+        from ..export.onnx import ExportError
+        try:
+            trt = check_tensorrt()
+        except ExportError as e:
+            raise BackendError(str(e)) from None
+        path = Path(path)
+        meta_path = path.with_name(path.name + ".json")
+        if not meta_path.is_file():
+            raise BackendError(f"{meta_path}: missing metadata file written by damoyolo export")
+        self.meta = json.loads(meta_path.read_text())
+        self.device = torch.device(device if str(device).startswith("cuda") else "cuda:0")
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise BackendError(f"{path}: not a TensorRT engine for this TensorRT/GPU")
+        self.context = self.engine.create_execution_context()
+        self.batch = int(self.meta.get("batch", 1))
+        self.trt = trt
+
+    def __call__(self, images: Tensor) -> list[Tensor]:
+        trt = self.trt
+        x = images.to(self.device, torch.float32).contiguous()
+        self.context.set_input_shape("images", tuple(x.shape))
+        self.context.set_tensor_address("images", int(x.data_ptr()))
+        outs = []
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            dt = torch.int32 if self.engine.get_tensor_dtype(name) == trt.int32 else torch.float32
+            t = torch.empty(shape, dtype=dt, device=self.device)
+            self.context.set_tensor_address(name, int(t.data_ptr()))
+            outs.append(t)
+        stream = torch.cuda.current_stream(self.device)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise BackendError("TensorRT execution failed")
+        stream.synchronize()
+        return [o.cpu() for o in outs]
+
+
+BACKENDS = {"torch": TorchBackend, "onnxruntime": OnnxRuntimeBackend,
+            "openvino": OpenVINOBackend, "tensorrt": TensorRTBackend}
+
+_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt",
+           ".plan": "tensorrt", ".pth": "torch", ".pt": "torch"}
+
+
+def backend_for_path(path) -> str:
+    """The default backend for a weights file, by its suffix."""
+    suffix = Path(str(path)).suffix.lower()
+    if suffix not in _SUFFIX:
+        raise BackendError(f"{path}: cannot tell the backend from the suffix {suffix!r}; "
+                           f"pass backend= one of {sorted(BACKENDS)}")
+    return _SUFFIX[suffix]
+
+
+def open_backend(weights, backend: str | None = None, device: str = "cpu",
+                 threads: int | None = None, half: bool = False, model: str | None = None,
+                 imgsz: tuple[int, int] | None = None) -> Backend:
+    """Open ``weights`` with ``backend`` (default: chosen from the file suffix)."""
+    from ..models.detector import DAMOYOLO
+    if backend is None:
+        backend = "torch" if isinstance(weights, DAMOYOLO) else backend_for_path(weights)
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if not isinstance(weights, DAMOYOLO) and not Path(str(weights)).is_file():
+        raise FileNotFoundError(f"{weights}: no such weights file")
+    if backend == "torch":
+        if threads:
+            torch.set_num_threads(int(threads))
+        return TorchBackend(weights, device=device, half=half, model=model, imgsz=imgsz)
+    if half and backend in ("onnxruntime", "openvino"):
+        raise BackendError(f"--half applies to the torch and tensorrt backends; for {backend} "
+                           "export an fp16 model instead")
+    if backend == "onnxruntime":
+        return OnnxRuntimeBackend(weights, device=device, threads=threads)
+    if backend == "openvino":
+        return OpenVINOBackend(weights, device=device, threads=threads)
+    return TensorRTBackend(weights, device=device)
+
+
+def default_threads() -> int:
+    """CPU threads to use by default: all cores visible to this process."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS/Windows
+        return os.cpu_count() or 1
