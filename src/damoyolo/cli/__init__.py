@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "demo": "damoyolo.cli.demo",
     "train": "damoyolo.cli.train",
     "val": "damoyolo.cli.val",
+    "distill": "damoyolo.cli.distill",
 }
 
 
