@@ -44,6 +44,16 @@ def _run(label: str, out: Path, model: str, data: Path, args, teacher: Path | No
     return rec
 
 
+def _finished(label: str, ckpt: Path) -> dict:
+    """The record of a finished run from its ``last.pt`` (last epoch's metrics)."""
+    import torch
+    ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+    last = ck["history"][-1]
+    print(f"{label}: reusing {ckpt} (epoch {ck['epoch'] + 1})", flush=True)
+    return {"label": label, "model": ck["model_config"]["name"], "epochs": ck["epoch"] + 1,
+            "time_s": sum(h.get("time_s", 0.0) for h in ck["history"]), **last}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/distill_synth")
@@ -62,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ema-ramp", type=float, default=50.0, help="EMA ramp (short runs)")
     p.add_argument("--weight", type=float, default=0.5, help="distill.weight")
     p.add_argument("--methods", nargs="+", default=["cwd"], choices=["cwd", "mimic"])
+    p.add_argument("--reuse-teacher", action="store_true",
+                   help="use OUT/teacher/last.pt of an earlier run instead of training it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=0)
@@ -73,9 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     data = out / "data"
     if not (data / "annotations" / "val.json").exists():
         synthesize(data, images=args.images, seed=args.seed, size=args.size)
-    rows = [_run("teacher", out / "teacher", args.teacher, data, args,
-                 epochs=args.teacher_epochs)]
     teacher_ckpt = out / "teacher" / "last.pt"
+    if args.reuse_teacher and teacher_ckpt.exists():
+        rows = [_finished("teacher", teacher_ckpt)]
+    else:
+        rows = [_run("teacher", out / "teacher", args.teacher, data, args,
+                     epochs=args.teacher_epochs)]
     rows.append(_run("student", out / "student", args.student, data, args, epochs=args.epochs))
     for m in args.methods:
         rows.append(_run(f"student + {m}", out / f"student_{m}", args.student, data, args,
