@@ -290,6 +290,7 @@ class ExperimentConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=lambda: DistillConfig())  # section below
 
 # ============================================================================= data augmentation
 # (appended section: training-time augmentation; built per preset by
@@ -330,3 +331,36 @@ class AugmentConfig:
     sada_scale_splits: tuple[int, int, int] = (2048, 10240, 51200)
     sada_params: tuple[int, ...] = SADA_POLICY_PARAMS
     pad_value: int = 114
+
+
+# ============================================================================ distillation
+# Appended section: feature distillation from a frozen teacher (``damoyolo.distill``).
+# Active when ``distill.teacher`` is set (``damoyolo train --teacher T.pth`` / ``damoyolo distill``).
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Feature distillation on the three neck outputs (student <- frozen teacher).
+
+    teacher: our checkpoint, an official release checkpoint, or a preset name (random
+    weights, for testing only); "" = no distillation.
+    teacher_model: preset naming the architecture of an official teacher checkpoint.
+    method: ``"cwd"`` (channel-wise distillation: per channel, softmax over positions,
+    KL teacher -> student) or ``"mimic"`` (MSE).  Both act on the student's features after
+    the align module (1x1 conv to the teacher's channels) and, with ``normalize``, after the
+    channel-wise dynamic temperature (per-channel mean subtracted, divided by the per-channel
+    std over batch and positions).
+    weight: loss weight at the start; it decays by cosine to ``weight * final_ratio`` over
+    the strong-augmentation phase and is 0 in the last ``train.no_aug_epochs``.
+    temperature: extra CWD temperature on the normalised features (the release uses 1).
+    grad_clip: gradient-norm clipping used while distilling (the release clips at 30);
+    0 keeps ``train.grad_clip``.
+    """
+
+    teacher: str = ""
+    teacher_model: str = ""
+    method: str = "cwd"
+    weight: float = 0.5
+    final_ratio: float = 0.1
+    temperature: float = 1.0
+    normalize: bool = True
+    grad_clip: float = 30.0

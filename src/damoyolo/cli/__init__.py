@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "predict": "damoyolo.cli.predict",
     "export": "damoyolo.cli.export",
     "bench": "damoyolo.cli.bench",
+    "distill": "damoyolo.cli.distill",
 }
 
 

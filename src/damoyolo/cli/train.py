@@ -5,7 +5,7 @@ from __future__ import annotations
 HELP = "train a model on a COCO / YOLO / VOC dataset (DDP when launched with torchrun)"
 
 
-def add_arguments(p) -> None:
+def add_arguments(p, teacher_required: bool = False) -> None:
     p.add_argument("--model", default="damoyolo-t", help="preset name (default damoyolo-t)")
     p.add_argument("--data", required=True, help="dataset path (COCO json, YOLO or VOC folder)")
     p.add_argument("--epochs", type=int, help="total epochs (default: the preset's recipe)")
@@ -16,6 +16,10 @@ def add_arguments(p) -> None:
     p.add_argument("--weights", help="fine-tune from this checkpoint (ours or official)")
     p.add_argument("--resume", help="continue a run from its last.pt")
     p.add_argument("--output", help="run folder (default runs/train)")
+    p.add_argument("--teacher", required=teacher_required, help="distil from this teacher: checkpoint (ours or official) "
+                   "or preset name; see docs/distillation.md")
+    p.add_argument("--teacher-model", help="architecture of an official teacher checkpoint "
+                   "(preset name, e.g. damoyolo-s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, e.g. train.eval_interval=5 (repeatable)")
 
@@ -30,7 +34,8 @@ def run(args) -> int:
         rec = train(model=args.model, data=args.data, epochs=args.epochs, batch=args.batch,
                     imgsz=args.imgsz, device=args.device, workers=args.workers,
                     overrides=args.overrides, weights=args.weights, resume=args.resume,
-                    output=args.output)
+                    output=args.output, teacher=args.teacher,
+                    teacher_model=args.teacher_model)
     except ConfigError as e:
         raise ValueError(str(e)) from None
     except TrainingDiverged as e:

@@ -48,13 +48,17 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
           batch: int | None = None, imgsz: int | None = None, device: str | None = None,
           workers: int | None = None, overrides: list[str] | dict | None = None,
           weights: str | Path | None = None, resume: str | Path | None = None,
-          output: str | Path | None = None, progress: bool = True) -> dict:
+          output: str | Path | None = None, progress: bool = True,
+          teacher: str | Path | None = None, teacher_model: str | None = None) -> dict:
     """Train a preset on a dataset (COCO json, YOLO txt or Pascal VOC) with the preset's recipe.
 
     batch: images per iteration over all processes; the recipe's batch is reached by gradient
     accumulation (``train.nominal_batch``).  overrides: dotted ``key=value`` strings on
     :class:`~damoyolo.config.ExperimentConfig` (``train.epochs=10``, ``model.head.reg_max=...``).
     weights: fine-tune from this checkpoint; resume: continue a run from its ``last.pt``.
+    teacher: distil from this teacher (checkpoint, ours or official, or preset name;
+    ``distill.teacher``); teacher_model: architecture of an official teacher checkpoint.
+    The ``distill.*`` overrides set the method, weight and schedule (see docs/distillation.md).
     Returns the last epoch's record (mean losses, learning rate, ``val_*`` metrics).
     """
     exp = experiment_config_for(model)
@@ -71,9 +75,19 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
         direct["train.workers"] = workers
     if output is not None:
         direct["train.output"] = str(output)
+    if teacher is not None:
+        direct["distill.teacher"] = str(teacher)
+    if teacher_model is not None:
+        direct["distill.teacher_model"] = teacher_model
     exp = apply_overrides(exp, direct)
     if overrides:
         exp = apply_overrides(exp, overrides)
+
+    task = None
+    if exp.distill.teacher:  # before reading the data: a bad teacher fails fast
+        from ..distill import DistillTask, load_teacher
+        task = DistillTask(load_teacher(exp.distill.teacher, exp.distill.teacher_model),
+                           exp.distill)
 
     from ..checkpoint import build_model
     from ..data import DetectionDataset, augment_config_for, build_loader, load_dataset
@@ -91,9 +105,11 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     aug = augment_config_for(get_preset(model).model.name)
     size = tuple(cfg_model.input_size)
     tcfg = exp.train
+    if task is not None and exp.distill.grad_clip > 0:
+        tcfg = dataclasses.replace(tcfg, grad_clip=exp.distill.grad_clip)
     train_set = DetectionDataset(train_idx, input_size=size, train=True, aug=aug, seed=tcfg.seed)
     val_set = DetectionDataset(val_idx, input_size=size, train=False, aug=None, seed=tcfg.seed)
     trainer = Trainer(net, train_set, tcfg, val_set=val_set, val_gt=val_idx.to_coco_dict(),
                       category_ids=train_idx.category_ids, loader_fn=build_loader,
-                      resume=resume, progress=progress)
+                      resume=resume, progress=progress, task=task)
     return trainer.fit()

@@ -6,6 +6,14 @@ accumulated backward, optimizer step at the scheduled learning rate, EMA update.
 epoch rank 0 writes ``last.pt`` atomically (and ``best.pt`` when the EMA's mAP improves).
 ``resume`` restarts from the epoch after the last checkpoint with every state restored, so a
 run killed at any point continues exactly.
+
+An optional *training task* (e.g. :class:`damoyolo.distill.DistillTask`) extends the loop
+without touching the model: it is bound once with
+``task.bind(model, device, total_iters, no_aug_iters)`` and then computes each iteration's
+forward, ``task.forward(model, images, iteration) -> (HeadOutput, {name: loss})``; its named
+losses are added to the detection loss.  ``task.module`` (extra trainable modules) is
+optimised with the model, wrapped in DDP with it, and saved in checkpoints as ``"task"``;
+it is not part of the model's state dict, so exported models never contain it.
 """
 
 from __future__ import annotations
@@ -88,6 +96,19 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+class _ModelWithTask(nn.Module):
+    """The model and a task's trainable modules as one module (one optimizer, one DDP)."""
+
+    def __init__(self, model: nn.Module, task):
+        super().__init__()
+        self.model = model
+        self.task_module = task.module
+        self._task = [task]  # plain list: the task (and its teacher) are not submodules
+
+    def forward(self, images, iteration: int):
+        return self._task[0].forward(self.model, images, iteration)
+
+
 def _targets_to(targets: list[dict], device: torch.device) -> list[dict]:
     return [{**t, "boxes": t["boxes"].to(device), "labels": t["labels"].to(device)}
             for t in targets]
@@ -104,12 +125,13 @@ class Trainer:
     val_gt: COCO dict of the validation ground truth (needed for mAP); category_ids maps
     contiguous labels to the dataset's ids.
     resume: path of a ``last.pt`` to continue from.
+    task: optional training task (see the module docstring), e.g. distillation.
     """
 
     def __init__(self, model: nn.Module, train_set, cfg: TrainConfig, val_set=None,
                  val_gt: dict | None = None, category_ids: list[int] | None = None,
                  loader_fn: Callable | None = None, resume: str | Path | None = None,
-                 progress: bool = True):
+                 progress: bool = True, task=None):
         self.cfg = cfg
         self.device, self.local_rank = du.init_distributed(cfg.device)
         self.rank, self.world = du.rank(), du.world_size()
@@ -130,27 +152,32 @@ class Trainer:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.accumulate = max(1, math.ceil(cfg.nominal_batch / cfg.batch_size))
         self.base_lr = cfg.base_lr_per_img * cfg.batch_size * self.accumulate
-        self.optimizer = build_optimizer(self.model, cfg.optimizer, self.base_lr, cfg.momentum,
+        self.sampler = EpochSampler(len(train_set), cfg.seed, self.rank, self.world)
+        self.iters_per_epoch = math.ceil(len(self.sampler) / (cfg.batch_size // self.world))
+        total = cfg.epochs * self.iters_per_epoch
+        no_aug_iters = min(cfg.no_aug_epochs, cfg.epochs) * self.iters_per_epoch
+        self.task = task
+        self.net = self.model  # what is optimised and DDP-wrapped: the model (+ task modules)
+        if task is not None:
+            task.bind(self.model, self.device, total, no_aug_iters)
+            self.net = _ModelWithTask(self.model, task)
+        self.optimizer = build_optimizer(self.net, cfg.optimizer, self.base_lr, cfg.momentum,
                                          cfg.weight_decay, cfg.nesterov)
         self.ema = ModelEMA(self.model, cfg.ema_momentum, cfg.ema_ramp) if cfg.ema else None
         self.use_amp = bool(cfg.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.sampler = EpochSampler(len(train_set), cfg.seed, self.rank, self.world)
-        self.iters_per_epoch = math.ceil(len(self.sampler) / (cfg.batch_size // self.world))
-        total = cfg.epochs * self.iters_per_epoch
         self.schedule = CosineSchedule(self.base_lr, total,
                                        round(cfg.warmup_epochs * self.iters_per_epoch),
-                                       min(cfg.no_aug_epochs, cfg.epochs) * self.iters_per_epoch,
-                                       cfg.min_lr_ratio, cfg.warmup_start_lr)
+                                       no_aug_iters, cfg.min_lr_ratio, cfg.warmup_start_lr)
         self.start_epoch = 0
         self.best_map = -1.0
         self.history: list[dict] = []
         if resume is not None:
             self._resume(resume)
-        self.ddp_model = self.model
+        self.ddp_model = self.net
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.ddp_model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         self.criterion = DAMOYOLOCriterion(self.model.head)
 
     # ------------------------------------------------------------------ checkpoints
@@ -167,6 +194,7 @@ class Trainer:
                 "ema_state": {"updates": self.ema.updates} if self.ema else None,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
                 "scaler": self.scaler.state_dict(), "train_config": to_dict(self.cfg),
+                "task": self.task.module.state_dict() if self.task is not None else None,
                 "epoch": epoch, "iteration": (epoch + 1) * self.iters_per_epoch,
                 "best_map": self.best_map, "history": self.history, "rng": _rng_state()}
 
@@ -179,7 +207,13 @@ class Trainer:
         if stored != self.model.cfg:
             raise ValueError(f"{path}: checkpoint model {stored.name} with "
                              f"{stored.head.num_classes} classes does not match this run")
+        if (ck.get("task") is not None) != (self.task is not None):
+            raise ValueError(f"{path}: the checkpoint was written by a run "
+                             f"{'with' if ck.get('task') is not None else 'without'} a training "
+                             f"task (distillation); resume it with the same teacher settings")
         self.model.load_state_dict(ck["model"])
+        if self.task is not None:
+            self.task.module.load_state_dict(ck["task"])
         if self.ema is not None and ck.get("ema") is not None:
             self.ema.model.load_state_dict(ck["ema"])
             self.ema.updates = int(ck["ema_state"]["updates"])
@@ -225,8 +259,14 @@ class Trainer:
             sync = self.ddp_model.no_sync() if (self.world > 1 and not step) else _null()
             with sync:
                 with torch.autocast(self.device.type, enabled=self.use_amp):
-                    out = self.ddp_model(images)
+                    if self.task is None:
+                        out, extra = self.ddp_model(images), {}
+                    else:
+                        out, extra = self.ddp_model(images, it)
                 losses = self.criterion(out, targets)
+                if extra:
+                    losses = {**losses, **extra,
+                              "loss": losses["loss"] + sum(extra.values())}
                 loss = losses["loss"]
                 bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=self.device)
                 if float(du.all_reduce_sum(bad)) > 0:
@@ -242,7 +282,7 @@ class Trainer:
                     g["lr"] = lr
                 if cfg.grad_clip > 0:
                     self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -253,7 +293,8 @@ class Trainer:
             n += 1
             if self.progress:
                 bar.set_postfix({k.replace("loss_", ""): f"{sums[k] / n:.3f}"
-                                 for k in ("loss", "loss_qfl", "loss_giou", "loss_dfl")}
+                                 for k in ("loss", "loss_qfl", "loss_giou", "loss_dfl",
+                                           "loss_distill") if k in sums}
                                 | {"lr": f"{self.optimizer.param_groups[0]['lr']:.2e}"})
         return {k: v / max(n, 1) for k, v in sums.items()} | {
             "lr": self.optimizer.param_groups[0]["lr"]}

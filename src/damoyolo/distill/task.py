@@ -1,0 +1,164 @@
+"""Distillation task for the trainer: frozen teacher, align module, scheduled feature loss.
+
+The task plugs into :class:`damoyolo.engine.Trainer` (``task=``): the trainer optimises the
+student together with ``task.module`` (the align convolutions), wraps both in DDP, and
+saves ``task.module`` in its checkpoints under ``"task"``.  The teacher is not a submodule
+of anything the trainer sees: it is never optimised, never saved, never switched to train
+mode, and runs under ``torch.no_grad``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..config import DistillConfig
+from ..models.detector import DAMOYOLO
+from ..models.heads.zero_head import HeadOutput
+from .losses import METHODS, FeatureDistillLoss
+
+__all__ = ["DistillTask", "distill_weight", "load_teacher"]
+
+
+def distill_weight(iteration: int, phase_end: int, weight: float, final_ratio: float) -> float:
+    """Loss weight at ``iteration`` (0-based, counted over the whole run).
+
+    Cosine decay from ``weight`` at iteration 0 towards ``weight * final_ratio`` at
+    ``phase_end`` (the first iteration of the no-aug phase); 0 from ``phase_end`` on.
+    """
+    if iteration >= phase_end or phase_end <= 0:
+        return 0.0
+    cos = 0.5 * (1.0 + math.cos(math.pi * iteration / phase_end))
+    return weight * (final_ratio + (1.0 - final_ratio) * cos)
+
+
+def load_teacher(spec: str, teacher_model: str = "", device: str | torch.device = "cpu"
+                 ) -> DAMOYOLO:
+    """The teacher named by ``spec``: a checkpoint (ours or official) or a preset name.
+
+    teacher_model: preset of an official checkpoint's architecture (official files do not
+    record it); optional for our checkpoints.  A preset name builds a randomly initialised
+    teacher (only useful for testing the pipeline); a warning says so.
+    """
+    from ..checkpoint import CheckpointError, build_model, load_model
+    from ..presets import PRESETS
+    path = Path(spec)
+    if path.is_file():
+        try:
+            return load_model(path, model=teacher_model or None, device=device)
+        except CheckpointError as e:
+            if not teacher_model and "do not record their architecture" in str(e):
+                raise CheckpointError(f"teacher {path}: an official checkpoint; name its "
+                                      f"architecture with --teacher-model (e.g. damoyolo-s)"
+                                      ) from None
+            raise
+    if spec in PRESETS:
+        warnings.warn(f"teacher {spec!r} is a preset name: the teacher has random weights "
+                      f"(useful only to test the pipeline; pass a trained checkpoint)",
+                      stacklevel=2)
+        return build_model(spec).to(device).eval()
+    raise FileNotFoundError(f"teacher {spec!r}: no such checkpoint file, nor a preset name "
+                            f"(valid: {', '.join(PRESETS)})")
+
+
+class DistillTask:
+    """Feature distillation of a student from a frozen ``teacher`` on the neck outputs.
+
+    Training-task protocol (see :class:`damoyolo.engine.trainer.Trainer`):
+    ``bind(model, device, total_iters, no_aug_iters)`` once, then per iteration
+    ``forward(model, images, iteration) -> (HeadOutput, {"loss_distill": scalar})``.
+    ``module`` (after ``bind``) holds the trainable align convolutions.  The teacher is
+    re-parameterised in place (deploy form), frozen and kept in eval mode.
+    """
+
+    loss_names = ("loss_distill",)
+
+    def __init__(self, teacher: DAMOYOLO, cfg: DistillConfig = DistillConfig()):
+        if cfg.method not in METHODS:
+            raise ValueError(f"unknown distill.method {cfg.method!r}; valid: {', '.join(METHODS)}")
+        if cfg.weight < 0 or not 0 <= cfg.final_ratio <= 1:
+            raise ValueError(f"distill.weight must be >= 0 and distill.final_ratio in [0, 1], "
+                             f"got {cfg.weight} and {cfg.final_ratio}")
+        self.cfg = cfg
+        # frozen and only ever run forward: deploy form (RepConv branches and BN folded) is
+        # faster with the same outputs
+        self.teacher = teacher.eval().reparameterize()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.module: FeatureDistillLoss | None = None
+        self.phase_end = 0
+
+    # ------------------------------------------------------------------ set-up
+    @torch.no_grad()
+    def _channels(self, net: DAMOYOLO, size: int, device: torch.device) -> list[tuple[int, ...]]:
+        was = net.training
+        net.eval()  # no BN statistics update for the probe
+        try:
+            x = torch.zeros(1, 3, size, size, device=device)
+            return [tuple(f.shape[1:]) for f in net.features(x)]
+        finally:
+            net.train(was)
+
+    def bind(self, model: DAMOYOLO, device: torch.device, total_iters: int,
+             no_aug_iters: int) -> None:
+        """Move the teacher to ``device``, check the feature maps align, build the align module.
+
+        Raises ``ValueError`` when the teacher's feature maps (levels, strides) do not match
+        the student's.
+        """
+        self.teacher.to(device).eval()
+        s_cfg, t_cfg = model.cfg, self.teacher.cfg
+        if tuple(s_cfg.head.strides) != tuple(t_cfg.head.strides):
+            raise ValueError(f"teacher {t_cfg.name} has feature strides {t_cfg.head.strides}, "
+                             f"student {s_cfg.name} {s_cfg.head.strides}: feature maps do not "
+                             f"align")
+        size = 2 * max(s_cfg.head.strides)
+        s_shapes = self._channels(model, size, device)
+        t_shapes = self._channels(self.teacher, size, device)
+        if len(s_shapes) != len(t_shapes) or any(a[1:] != b[1:]
+                                                 for a, b in zip(s_shapes, t_shapes)):
+            raise ValueError(f"teacher {t_cfg.name} feature maps {t_shapes} do not align with "
+                             f"student {s_cfg.name} feature maps {s_shapes} on a "
+                             f"{size}x{size} input")
+        if tuple(s_cfg.input_size) != tuple(t_cfg.input_size):
+            warnings.warn(f"teacher {t_cfg.name} was built for {tuple(t_cfg.input_size)} inputs; "
+                          f"it sees the student's {tuple(s_cfg.input_size)} images", stacklevel=2)
+        c = self.cfg
+        self.module = FeatureDistillLoss([s[0] for s in s_shapes], [t[0] for t in t_shapes],
+                                         method=c.method, temperature=c.temperature,
+                                         normalize=c.normalize).to(device)
+        self.phase_end = total_iters - no_aug_iters
+        if self.phase_end <= 0:
+            warnings.warn("no strong-augmentation phase (train.no_aug_epochs >= train.epochs): "
+                          "the teacher is never used", stacklevel=2)
+
+    # ------------------------------------------------------------------ per iteration
+    def weight(self, iteration: int) -> float:
+        return distill_weight(iteration, self.phase_end, self.cfg.weight, self.cfg.final_ratio)
+
+    def forward(self, model: DAMOYOLO, images: Tensor, iteration: int
+                ) -> tuple[HeadOutput, dict[str, Tensor]]:
+        """Student outputs and the weighted distillation loss at ``iteration``.
+
+        images: (B, 3, H, W) float 0..255, the student's batch (the teacher sees the same).
+        In the no-aug phase the teacher is not run and the loss is an exact 0 that still
+        touches the align parameters, so DDP's gradient reduction stays complete.
+        """
+        if self.module is None:
+            raise RuntimeError("DistillTask.bind() must be called before forward()")
+        w = self.weight(iteration)
+        if w <= 0.0:
+            out = model(images)
+            zero = sum(p.sum() for p in self.module.parameters()) * 0.0
+            return out, {"loss_distill": zero}
+        feats = model.features(images)
+        out = model.head(feats)
+        if self.teacher.training:
+            self.teacher.eval()
+        with torch.no_grad():
+            t_feats = self.teacher.features(images)
+        return out, {"loss_distill": self.module(feats, t_feats) * w}

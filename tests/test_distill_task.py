@@ -1,0 +1,162 @@
+"""Distillation task in the trainer: frozen teacher, gradients, two-stage schedule, resume."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from damoyolo import build_model, load_model, save_model
+from damoyolo.checkpoint import CheckpointError, atomic_save
+from damoyolo.cli import COMMANDS, main
+from damoyolo.config import DistillConfig, TrainConfig
+from damoyolo.distill import DistillTask, load_teacher
+from damoyolo.engine import Trainer
+from damoyolo.losses.criterion import DAMOYOLOCriterion
+from engine_standin import RectDataset, build_loader, collate
+
+torch.set_num_threads(1)
+NAMES = ["a", "b", "c"]
+
+
+def _small(m):
+    m.cfg = dataclasses.replace(m.cfg, input_size=(64, 64))
+    return m
+
+
+def _student(seed=0):
+    torch.manual_seed(seed)
+    return _small(build_model("damoyolo-ns", class_names=NAMES))
+
+
+def _teacher(seed=1):
+    torch.manual_seed(seed)
+    return _small(build_model("damoyolo-nm"))  # 80 classes, wider neck (64/128/256 vs 40/80/160)
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(epochs=3, batch_size=4, nominal_batch=4, base_lr_per_img=0.01 / 64 * 4,
+                warmup_epochs=1, no_aug_epochs=1, workers=0, output=str(tmp_path),
+                eval_interval=0, tensorboard=False, seed=7)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("method", ["cwd", "mimic"])
+def test_gradients_reach_only_student_and_align(method):
+    task = DistillTask(_teacher(), DistillConfig(method=method))
+    model = _student()
+    task.bind(model, torch.device("cpu"), total_iters=10, no_aug_iters=2)
+    images, targets = collate([RectDataset(2, seed=3)[i] for i in range(2)])
+    out, extra = task.forward(model, images, iteration=0)
+    assert extra["loss_distill"].item() > 0
+    # the distillation loss alone reaches the student's backbone and neck through the align
+    # module, never the teacher (and never the head, which it does not see)
+    extra["loss_distill"].backward()
+    assert all(p.grad is None and not p.requires_grad for p in task.teacher.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in task.module.parameters())
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items()
+               if n.startswith("neck."))
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items()
+               if n.startswith("backbone."))
+    assert all(g is None for n, g in grads.items() if n.startswith("head."))
+    assert not task.teacher.training
+
+
+def test_distillation_run_two_stage_teacher_frozen_and_exact_resume(tmp_path):
+    teacher = _teacher()
+    ds = RectDataset(8, seed=1, empty=(3,))
+    task = DistillTask(teacher, DistillConfig(weight=0.5, final_ratio=0.1))
+    frozen = {k: v.clone() for k, v in task.teacher.state_dict().items()}
+    a = Trainer(_student(), ds, _cfg(tmp_path / "a"), loader_fn=build_loader, progress=False,
+                task=task)
+    calls = []
+    hook = task.teacher.neck.register_forward_hook(lambda *a: calls.append(1))
+    assert a.iters_per_epoch == 2 and task.phase_end == 4  # epochs 1-2 distil, 3 does not
+    params = {id(p) for g in a.optimizer.param_groups for p in g["params"]}
+    assert {id(p) for p in task.module.parameters()} <= params  # align is optimised
+    assert not params & {id(p) for p in task.teacher.parameters()}  # the teacher is not
+    align0 = [p.detach().clone() for p in task.module.parameters()]
+    a.fit()
+    hook.remove()
+    h = a.history
+    assert h[0]["loss_distill"] > 0 and h[1]["loss_distill"] > 0
+    assert h[2]["loss_distill"] == 0.0 and ds.strong is False  # no-aug phase: switched off
+    assert len(calls) == 4  # the teacher ran in the 4 distillation iterations only
+    assert not task.teacher.training
+    for k, v in task.teacher.state_dict().items():
+        assert torch.equal(v, frozen[k]), k
+    assert any(not torch.equal(p, q) for p, q in zip(task.module.parameters(), align0))
+    # weights decay by cosine over the distillation phase, then 0
+    assert [task.weight(i) for i in (0, 2, 4, 5)] == pytest.approx([0.5, 0.275, 0.0, 0.0])
+
+    ck = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    assert set(ck["task"]) == {f"align.{i}.{w}" for i in range(3) for w in ("weight", "bias")}
+    assert not any("align" in k for k in ck["model"])
+    exported = load_model(tmp_path / "a" / "last.pt")  # the student alone (EMA weights)
+    assert exported.cfg.name == "damoyolo-ns" and exported.num_classes == 3
+
+    # the same run killed after its first epoch, then resumed in a fresh process state
+    b1 = Trainer(_student(), RectDataset(8, seed=1, empty=(3,)), _cfg(tmp_path / "b"),
+                 loader_fn=build_loader, progress=False,
+                 task=DistillTask(_teacher(), DistillConfig(weight=0.5, final_ratio=0.1)))
+    b1.train_one_epoch(0, b1._loader())
+    atomic_save(b1.state(0), tmp_path / "b" / "last.pt")
+    task2 = DistillTask(_teacher(), DistillConfig(weight=0.5, final_ratio=0.1))
+    b2 = Trainer(_student(seed=5), RectDataset(8, seed=1, empty=(3,)), _cfg(tmp_path / "b"),
+                 loader_fn=build_loader, progress=False, resume=tmp_path / "b" / "last.pt",
+                 task=task2)
+    assert b2.start_epoch == 1
+    b2.fit()
+    ck2 = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    for part in ("model", "ema", "task"):
+        for k, v in ck[part].items():
+            assert torch.equal(v, ck2[part][k]), f"{part}.{k}"
+
+    # resuming a distillation checkpoint without the teacher is refused, and vice versa
+    with pytest.raises(ValueError, match="with a training task"):
+        Trainer(_student(), RectDataset(8, seed=1), _cfg(tmp_path / "c"), loader_fn=build_loader,
+                progress=False, resume=tmp_path / "b" / "last.pt")
+
+
+def test_teacher_sources_and_alignment_errors(tmp_path):
+    from conftest import shared_path
+    t = _teacher()
+    save_model(t, tmp_path / "teacher.pt")
+    ours = load_teacher(str(tmp_path / "teacher.pt"))
+    assert ours.cfg.name == "damoyolo-nm" and not ours.training
+    with pytest.warns(UserWarning, match="random weights"):
+        assert load_teacher("damoyolo-ns").cfg.name == "damoyolo-ns"
+    with pytest.raises(FileNotFoundError, match="nor a preset name"):
+        load_teacher(str(tmp_path / "missing.pth"))
+
+    # strides must match
+    odd = _teacher()
+    odd.cfg = dataclasses.replace(odd.cfg, head=dataclasses.replace(odd.cfg.head,
+                                                                    strides=(16, 32, 64)))
+    with pytest.raises(ValueError, match="do not align"):
+        DistillTask(odd).bind(_student(), torch.device("cpu"), 10, 2)
+    # a teacher built for another input size is accepted (maps align) with a warning
+    with pytest.warns(UserWarning, match="sees the student's"):
+        DistillTask(build_model("damoyolo-nm")).bind(_student(), torch.device("cpu"), 10, 2)
+
+    official = shared_path("official", "ref", "damoyolo_tinynasL18_Ns_seed0.pth")
+    with pytest.raises(CheckpointError, match="--teacher-model"):
+        load_teacher(str(official))
+    t_off = load_teacher(str(official), "damoyolo-ns")
+    assert t_off.cfg.name == "damoyolo-ns" and t_off.num_classes == 80
+
+
+def test_cli_distill_alias_and_teacher_errors(capsys):
+    assert COMMANDS["distill"] == "damoyolo.cli.distill"
+    with pytest.raises(SystemExit):
+        main(["distill", "--data", "nowhere"])  # --teacher is required
+    assert "--teacher" in capsys.readouterr().err
+    assert main(["train", "--data", "nowhere", "--teacher", "nope.pth"]) == 2
+    assert "no such checkpoint file, nor a preset name" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="random weights"):
+        assert main(["distill", "--data", "nowhere", "--teacher", "damoyolo-ns",
+                     "--set", "distill.method=kd"]) == 2
+    assert "unknown distill.method 'kd'" in capsys.readouterr().err
+    assert main(["train", "--data", "nowhere", "--set", "distill.wieght=1"]) == 2
+    assert "Did you mean weight" in capsys.readouterr().err
