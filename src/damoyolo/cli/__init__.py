@@ -1,8 +1,8 @@
 """Command-line interface: ``damoyolo <command> ...``.
 
 Each subcommand is one thin module in this package exposing ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int``.  Modules are imported only
-when their command runs, so ``damoyolo --help`` stays fast.
+``add_arguments(parser)`` and ``run(args) -> int``.  Modules are imported to build
+the parser, so they keep heavy imports (torch, onnx, ...) inside ``run``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,15 @@ COMMANDS: dict[str, str] = {
 
 class CLIError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def parse_imgsz(values: list[int] | None) -> tuple[int, int] | None:
+    """``--imgsz H [W]`` -> (H, W) (one value means a square), or None when not given."""
+    if not values:
+        return None
+    if len(values) not in (1, 2):
+        raise CLIError("--imgsz takes one or two values")
+    return (values[0], values[-1])
 
 
 def _build_parser() -> argparse.ArgumentParser:

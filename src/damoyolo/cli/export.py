@@ -37,13 +37,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..checkpoint import load_model
     from ..export import ExportError, export_onnx, export_openvino, export_tensorrt
-    from . import CLIError
+    from . import CLIError, parse_imgsz
 
-    imgsz = None
-    if args.imgsz:
-        if len(args.imgsz) not in (1, 2):
-            raise CLIError("--imgsz takes one or two values")
-        imgsz = (args.imgsz[0], args.imgsz[-1])
+    imgsz = parse_imgsz(args.imgsz)
     if args.int8 and args.format != "tensorrt":
         raise CLIError("--int8 is available for --format tensorrt only")
     if args.half and args.format == "onnx":

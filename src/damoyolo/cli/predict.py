@@ -66,13 +66,9 @@ def run(args: argparse.Namespace) -> int:
     from ..infer.detector import Detector
     from ..infer.sources import Progress, open_source
     from ..viz import draw_detections
-    from . import CLIError
+    from . import CLIError, parse_imgsz
 
-    imgsz = None
-    if args.imgsz:
-        if len(args.imgsz) not in (1, 2):
-            raise CLIError("--imgsz takes one or two values")
-        imgsz = (args.imgsz[0], args.imgsz[-1])
+    imgsz = parse_imgsz(args.imgsz)
     if args.batch < 1:
         raise CLIError("--batch must be >= 1")
     source = open_source(args.source, args.max_frames)

@@ -152,22 +152,34 @@ def collate(batch: list[tuple[torch.Tensor, dict]], size_divisible: int = 32
 
 
 class EpochSampler(Sampler[int]):
-    """Sequential or shuffled indices; the permutation depends only on (seed, epoch)."""
+    """Indices of this rank's share, a function of (seed, epoch) only.
 
-    def __init__(self, n: int, shuffle: bool, seed: int = 0) -> None:
-        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+    Shuffled with a generator seeded by ``seed + epoch`` (or sequential); with several ranks
+    the list is padded with wrapped indices so every rank gets the same number of samples
+    (as ``DistributedSampler`` does) and rank ``r`` takes every ``world``-th index from ``r``.
+    """
+
+    def __init__(self, n: int, seed: int = 0, rank: int = 0, world: int = 1,
+                 shuffle: bool = True) -> None:
+        self.n, self.seed, self.rank, self.world, self.shuffle = n, seed, rank, world, shuffle
+        self.epoch = 0
+        self.per_rank = math.ceil(n / world)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __iter__(self):
-        if not self.shuffle:
-            return iter(range(self.n))
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            idx = torch.randperm(self.n, generator=g).tolist()
+        else:
+            idx = list(range(self.n))
+        total = self.per_rank * self.world
+        idx = (idx * math.ceil(total / max(self.n, 1)))[:total]
+        return iter(idx[self.rank:total:self.world])
 
     def __len__(self) -> int:
-        return self.n
+        return self.per_rank
 
 
 def _worker_init(_: int) -> None:
@@ -199,7 +211,7 @@ def build_loader(dataset: Dataset, batch_size: int, workers: int = 0, shuffle: b
     one thread in this process (its thread pool deadlocks forked workers).
     """
     if sampler is None:
-        sampler = EpochSampler(len(dataset), shuffle, seed)
+        sampler = EpochSampler(len(dataset), seed=seed, shuffle=shuffle)
     if workers > 0:
         # OpenCV's thread pool does not survive fork(): forked workers deadlock in cv2 calls
         # once the parent has used it.  One cv2 thread per process (workers do the parallelism).

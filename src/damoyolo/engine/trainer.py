@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Sampler
+from ..data.dataset import EpochSampler
 
 from .. import __version__
 from ..checkpoint import FORMAT, atomic_save, read_checkpoint
@@ -49,35 +49,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-class EpochSampler(Sampler[int]):
-    """Shuffled indices of this rank's share, a function of (seed, epoch) only.
-
-    Pads with wrapped indices so every rank gets the same number of samples (as
-    ``DistributedSampler`` does).
-    """
-
-    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True):
-        self.n, self.seed, self.rank, self.world, self.shuffle = n, seed, rank, world, shuffle
-        self.epoch = 0
-        self.per_rank = math.ceil(n / world)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            idx = torch.randperm(self.n, generator=g).tolist()
-        else:
-            idx = list(range(self.n))
-        total = self.per_rank * self.world
-        idx = (idx * math.ceil(total / max(self.n, 1)))[:total]
-        return iter(idx[self.rank:total:self.world])
-
-    def __len__(self) -> int:
-        return self.per_rank
 
 
 def _rng_state() -> dict:
