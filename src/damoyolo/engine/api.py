@@ -95,6 +95,9 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
 
     train_idx = load_dataset(data, split="train")
     val_idx = load_dataset(data, split="val")
+    import os
+    if progress and int(os.environ.get("RANK", "0")) == 0:  # before the process group exists
+        print("train " + train_idx.summary() + "\nval " + val_idx.summary(), flush=True)
     names = train_idx.class_names
     cfg_model = dataclasses.replace(exp.model, head=dataclasses.replace(
         exp.model.head, num_classes=len(names)))

@@ -143,6 +143,7 @@ class Trainer:
         self.start_epoch = 0
         self.best_map = -1.0
         self.history: list[dict] = []
+        self.last_results: list[dict] | None = None  # COCO results of the latest evaluation
         if resume is not None:
             self._resume(resume)
         self.ddp_model = self.net
@@ -208,6 +209,13 @@ class Trainer:
         fn = getattr(self.train_set, "set_strong_augment", None)
         if fn is not None:
             fn(enabled)
+
+    def _set_progress(self, epoch: int, aug_epochs: int) -> None:
+        """SADA's ramp: op probabilities scale with the fraction of the augmented epochs done
+        (the official schedule uses the iteration; the epoch's midpoint is used here)."""
+        fn = getattr(self.train_set, "set_progress", None)
+        if fn is not None and aug_epochs > 0:
+            fn((epoch + 0.5) / aug_epochs)
 
     def train_one_epoch(self, epoch: int, loader) -> dict[str, float]:
         cfg = self.cfg
@@ -278,6 +286,7 @@ class Trainer:
                                 workers=self.cfg.workers, shuffle=False, seed=self.cfg.seed)
         res = evaluate(self._eval_model(), loader, self.val_gt, self.category_ids,
                        device=self.device)
+        self.last_results = res.results
         return res.metrics
 
     def fit(self) -> dict[str, Any]:
@@ -297,6 +306,8 @@ class Trainer:
                     strong = False
                     self._set_strong_aug(False)
                     loader = self._loader()  # workers must see the switch
+                if strong:  # workers are not persistent: each epoch's workers see this
+                    self._set_progress(epoch, no_aug_from)
                 t0 = time.time()
                 record = {"epoch": epoch + 1, **self.train_one_epoch(epoch, loader)}
                 record["time_s"] = time.time() - t0
@@ -319,7 +330,27 @@ class Trainer:
         finally:
             if writer is not None:
                 writer.close()
+        if du.is_main() and self.history:
+            self.plot()
         return record
+
+    def plot(self) -> list[Path]:
+        """Write ``results.png`` (losses, lr, mAP per epoch) and, after an evaluation,
+        ``pr_curves.png`` (per-class precision-recall at IoU 0.5) into the run folder."""
+        try:
+            from .plots import plot_history, plot_pr_curves
+            paths = [plot_history(self.history, self.out_dir / "results.png")]
+            if self.last_results is not None and self.val_gt is not None:
+                paths.append(plot_pr_curves(self.val_gt, self.last_results,
+                                            self.model.class_names or [],
+                                            self.out_dir / "pr_curves.png", self.category_ids))
+        except ImportError as e:
+            if self.progress:
+                print(f"plots skipped ({e}); pip install 'damoyolo[train]' to get them")
+            return []
+        if self.progress:
+            print("plots: " + ", ".join(str(p) for p in paths), flush=True)
+        return paths
 
     # ------------------------------------------------------------------ logging
     def _tensorboard(self):
