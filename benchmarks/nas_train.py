@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=320, help="synthetic image long side")
     p.add_argument("--imgsz", type=int, default=192,
                    help="training input size; latency is measured at this size too")
-    p.add_argument("--epochs", type=int, default=6, help="epochs of each training run")
+    p.add_argument("--epochs", type=int, default=8, help="epochs of each training run")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.02, help="learning rate at --batch")
     p.add_argument("--warmup", type=float, default=1.0, help="warm-up epochs")
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads for every latency measurement (search included)")
     p.add_argument("--population", type=int, default=128, help="search population")
-    p.add_argument("--candidates", type=int, default=20000, help="search candidates")
+    p.add_argument("--candidates", type=int, default=30000, help="search candidates")
     p.add_argument("--budget-layers", type=int, default=None,
                    help="depth budget (default: the L of the preset's structure name)")
     p.add_argument("--latency-rounds", type=int, default=5,
