@@ -29,8 +29,8 @@ def _run(label: str, out: Path, model: str, data: Path, args, teacher: Path | No
     lr = args.lr_sgd if opt == "sgd" else args.lr_adamw
     overrides = [f"train.nominal_batch={args.batch}", f"train.base_lr_per_img={lr / args.batch}",
                  f"train.no_aug_epochs={args.no_aug}", f"train.warmup_epochs={args.warmup}",
-                 "train.eval_interval=0", "train.tensorboard=False", f"train.seed={args.seed}",
-                 f"train.ema_ramp={args.ema_ramp}"]
+                 f"train.eval_interval={epochs}", "train.tensorboard=False", f"train.seed={args.seed}",
+                 f"train.ema_ramp={args.ema_ramp}"]  # eval once, at the end
     if teacher is not None:
         overrides += [f"distill.method={method}", f"distill.weight={args.weight}"]
     t0 = time.time()
@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr-sgd", type=float, default=0.02, help="learning rate at --batch (SGD)")
     p.add_argument("--lr-adamw", type=float, default=2e-3, help="learning rate (AdamW, nano)")
-    p.add_argument("--ema-ramp", type=float, default=50.0, help="EMA ramp (short runs)")
+    p.add_argument("--ema-ramp", type=float, default=2000.0,
+                   help="EMA ramp in updates (the release's 2000 keeps the EMA close to the "
+                        "weights during short runs)")
     p.add_argument("--weight", type=float, default=0.5, help="distill.weight")
     p.add_argument("--methods", nargs="+", default=["cwd"], choices=["cwd", "mimic"])
     p.add_argument("--reuse-teacher", action="store_true",

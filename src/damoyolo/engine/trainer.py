@@ -313,9 +313,11 @@ class Trainer:
                 record["time_s"] = time.time() - t0
                 last = epoch + 1 == cfg.epochs
                 if cfg.eval_interval > 0 and ((epoch + 1) % cfg.eval_interval == 0 or last):
+                    t1 = time.time()
                     metrics = self.evaluate()
                     if metrics is not None:
                         record.update({f"val_{k}": v for k, v in metrics.items()})
+                        record["eval_s"] = time.time() - t1
                 self.history.append(record)
                 if du.is_main():
                     self._log(record, writer)

@@ -220,21 +220,26 @@ class MeasuredPredictor:
         res = torch.randn(self.batch, op.out_channels, op.out_resolution, op.out_resolution,
                           generator=gen).to(dev) if op.elmt_fused else None
         pad = (op.kernel - 1) // 2
-        if self.threads is not None and torch.get_num_threads() != self.threads:
+        before = torch.get_num_threads()
+        if self.threads is not None and before != self.threads:
             torch.set_num_threads(int(self.threads))
         sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
         times = []
-        with torch.inference_mode():
-            for i in range(self.warmup + self.repeats):
-                sync()
-                t0 = time.perf_counter()
-                y = F.conv2d(x, w, b, stride=op.stride, padding=pad)
-                if res is not None:
-                    y = y + res
-                y = torch.relu(y)
-                sync()
-                if i >= self.warmup:
-                    times.append(time.perf_counter() - t0)
+        try:
+            with torch.inference_mode():
+                for i in range(self.warmup + self.repeats):
+                    sync()
+                    t0 = time.perf_counter()
+                    y = F.conv2d(x, w, b, stride=op.stride, padding=pad)
+                    if res is not None:
+                        y = y + res
+                    y = torch.relu(y)
+                    sync()
+                    if i >= self.warmup:
+                        times.append(time.perf_counter() - t0)
+        finally:  # the caller's thread setting is left as it was
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
         return float(np.median(times)) * 1000.0
 
     def conv_ms(self, op: ConvOp) -> float:
