@@ -66,10 +66,18 @@ class Ours:
         self.images, self.targets = images, targets
 
     def step(self) -> dict[str, float]:
-        losses = self.criterion(self.model(self.images), self.targets)
+        t0 = time.perf_counter()
+        out = self.model(self.images)
+        t1 = time.perf_counter()
+        losses = self.criterion(out, self.targets)
+        t2 = time.perf_counter()
         losses["loss"].backward()
+        t3 = time.perf_counter()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        t4 = time.perf_counter()
+        self.phases = {"forward (network)": t1 - t0, "loss incl. assignment": t2 - t1,
+                       "backward": t3 - t2, "SGD step + zero_grad": t4 - t3}
         return {k: float(v.detach()) for k, v in losses.items()}
 
 
@@ -95,12 +103,28 @@ class Official:
             bl.add_field("labels", t["labels"].clone())
             self.targets.append(bl)
         self.images = images
+        # time the head's loss (assignment + targets + QFL/GIoU/DFL) inside the forward
+        self._loss, self._loss_s = self.model.head.loss, 0.0
+        self.model.head.loss = self._timed_loss
+
+    def _timed_loss(self, *a, **k):
+        t0 = time.perf_counter()
+        out = self._loss(*a, **k)
+        self._loss_s = time.perf_counter() - t0
+        return out
 
     def step(self) -> dict[str, float]:
+        t0 = time.perf_counter()
         out = self.model(self.images, self.targets)
+        t1 = time.perf_counter()
         self.opt.zero_grad()
         out["total_loss"].backward()
+        t2 = time.perf_counter()
         self.opt.step()
+        t3 = time.perf_counter()
+        self.phases = {"forward (network)": t1 - t0 - self._loss_s,
+                       "loss incl. assignment": self._loss_s,
+                       "backward": t2 - t1, "SGD step + zero_grad": t3 - t2}
         return {k: float(v.detach()) for k, v in out.items()}
 
 
@@ -131,11 +155,14 @@ def main() -> None:
     for name, ls in first.items():
         print(f"# first-step losses {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in ls.items()))
     ts: dict[str, list[float]] = {name: [] for name in runners}
+    phases: dict[str, dict[str, list[float]]] = {name: {} for name in runners}
     for _ in range(args.steps):
         for name, r in runners.items():
             t0 = time.perf_counter()
             r.step()
             ts[name].append(time.perf_counter() - t0)
+            for k, v in r.phases.items():
+                phases[name].setdefault(k, []).append(v)
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
@@ -162,6 +189,13 @@ def main() -> None:
         print("| implementation | ms / image (train step) | ms / step |")
         print("|---|---:|---:|")
         print(f"| ours | {ours_ms:.0f} | {ours_ms * args.batch:.0f} |")
+    print()
+    names = list(runners)
+    print("| phase (ms / image, median) | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for k in phases["ours"]:
+        print(f"| {k} | " + " | ".join(
+            f"{1e3 * statistics.median(phases[n][k]) / args.batch:.1f}" for n in names) + " |")
 
 
 if __name__ == "__main__":
