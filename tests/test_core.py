@@ -122,6 +122,25 @@ def test_nms_equals_greedy(n, classes, thr):
     assert ours.tolist() == ref.tolist()
 
 
+@pytest.mark.parametrize("block", [1, 3, 16, 4096])
+@pytest.mark.parametrize("max_det", [None, 5, 40])
+def test_nms_blocks_and_early_stop_equal_greedy(block, max_det):
+    """Exact for any block size (multi-round paths) and with the max_det early stop;
+    clustered boxes make long suppression chains."""
+    g = torch.Generator().manual_seed(block * 7 + (max_det or 0))
+    centres = torch.rand(12, 2, generator=g) * 200
+    pick = torch.randint(0, 12, (600,), generator=g)
+    xy = centres[pick] + torch.randn(600, 2, generator=g) * 6
+    wh = torch.rand(600, 2, generator=g) * 30 + 10
+    boxes = torch.cat([xy, xy + wh], 1)
+    scores = torch.rand(600, generator=g)
+    scores[:50] = scores[50:100]  # ties
+    labels = torch.randint(0, 3, (600,), generator=g)
+    ref = greedy_nms_reference(boxes, scores, labels, 0.45)
+    ours = batched_nms(boxes, scores, labels, 0.45, max_det=max_det, block=block)
+    assert ours.tolist() == (ref if max_det is None else ref[:max_det]).tolist()
+
+
 def test_nms_caps_and_empty():
     boxes, scores, labels = _random_dets(300, 4, seed=1)
     full = batched_nms(boxes, scores, labels, 0.5)

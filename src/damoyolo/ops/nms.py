@@ -2,11 +2,19 @@
 
 :func:`batched_nms` is class-aware NMS that returns exactly what greedy NMS
 returns (a box is dropped when a higher-scoring *kept* box of the same class
-overlaps it with IoU > threshold).  It uses the Cluster-NMS fixed point: the
-boolean "overlaps a higher-scoring box" matrix is built once per class (padded
-into one batch), and the keep mask is refined by matrix operations until it no
-longer changes; the number of rounds is the length of the longest suppression
-chain, not the number of boxes.
+overlaps it with IoU > threshold).  Candidates are grouped by class (one padded row per
+class, score-sorted) and every class is processed at once, a block of its
+highest-scoring undecided boxes per round:
+
+1. inside each block, the greedy result is the Cluster-NMS fixed point of the block's
+   "overlaps a higher-scoring box" matrix (refined by matrix operations until it no
+   longer changes: as many steps as the longest suppression chain, not one per box);
+2. the blocks' kept boxes then suppress every box of their class they overlap, in one
+   (classes x block x class size) IoU tensor.
+
+A block is exact because every higher-scoring box of its class is already decided.  The
+loop ends when nothing is undecided, or as soon as ``max_det`` kept boxes score above
+every undecided box (greedy NMS keeps boxes in score order, so those are final).
 """
 
 from __future__ import annotations
@@ -18,68 +26,80 @@ from .boxes import box_iou
 
 __all__ = ["batched_nms", "multiclass_nms", "greedy_nms_reference"]
 
-_MAX_CELLS_PER_CHUNK = 16_000_000  # bound on IoU cells computed at once
-
-
-def _overlap_matrix(boxes: Tensor, valid: Tensor, iou_thresh: float) -> Tensor:
-    """``boxes`` (G, M, 4) score-sorted per group -> bool (G, M, M), True where i < j overlap."""
-    g, m, _ = boxes.shape
-    out = torch.empty((g, m, m), dtype=torch.bool, device=boxes.device)
-    rows = max(1, _MAX_CELLS_PER_CHUNK // max(1, g * m))
-    for r0 in range(0, m, rows):  # chunks over rows bound memory; few chunks in practice
-        r1 = min(m, r0 + rows)
-        out[:, r0:r1] = box_iou(boxes[:, r0:r1], boxes) > iou_thresh
-    upper = torch.ones((m, m), dtype=torch.bool, device=boxes.device).triu_(1)
-    out &= upper
-    out &= valid[:, :, None] & valid[:, None, :]
-    return out
+_BLOCK = 256  # undecided boxes per class resolved together per round
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_thresh: float,
-                max_det: int | None = None, pre_nms_topk: int | None = None) -> Tensor:
-    """Class-aware NMS.
+                max_det: int | None = None, pre_nms_topk: int | None = None,
+                block: int = _BLOCK) -> Tensor:
+    """Class-aware NMS, identical to greedy NMS.
 
     Args:
         boxes: (N, 4) xyxy.  scores: (N,).  labels: (N,) integer classes.
         iou_thresh: suppress when IoU > iou_thresh.
-        max_det: keep at most this many (highest scores).
+        max_det: keep at most this many (highest scores); stops early once they are final.
         pre_nms_topk: consider only the top-k scores before NMS.
+        block: undecided boxes per class resolved per round (speed only; the result does
+            not depend on it).
 
     Returns:
-        (K,) int64 indices into the inputs, sorted by descending score.
+        (K,) int64 indices into the inputs, sorted by descending score (ties: input order).
     """
     n = scores.numel()
+    dev = scores.device
     if n == 0:
-        return torch.empty(0, dtype=torch.long, device=scores.device)
+        return torch.empty(0, dtype=torch.long, device=dev)
     order = torch.argsort(scores, descending=True, stable=True)
     if pre_nms_topk is not None and n > pre_nms_topk:
         order = order[:pre_nms_topk]
-    # group by class, keeping score order inside each class
+    rank = torch.empty(n, dtype=torch.long, device=dev)  # position in greedy (score) order
+    rank[order] = torch.arange(order.numel(), device=dev)
+    # one padded row per class, score order inside each row
     idx = order[torch.argsort(labels[order], stable=True)]
-    lab = labels[idx]
-    _, counts = torch.unique_consecutive(lab, return_counts=True)
+    _, counts = torch.unique_consecutive(labels[idx], return_counts=True)
     g, m = counts.numel(), int(counts.max())
-    starts = torch.cumsum(counts, 0) - counts
-    gid = torch.repeat_interleave(torch.arange(g, device=idx.device), counts)
-    pos = torch.arange(idx.numel(), device=idx.device) - starts[gid]
-    padded = boxes.new_zeros((g, m, 4))
-    padded[gid, pos] = boxes[idx].to(padded.dtype)
-    valid = torch.zeros((g, m), dtype=torch.bool, device=idx.device)
-    valid[gid, pos] = True
-
-    over = _overlap_matrix(padded, valid, iou_thresh)
-    keep = valid.clone()
-    for _ in range(m):
-        suppressed = (over & keep[:, :, None]).any(dim=1)
-        new_keep = valid & ~suppressed
-        if torch.equal(new_keep, keep):
+    gid = torch.repeat_interleave(torch.arange(g, device=dev), counts)
+    pos = torch.arange(idx.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[gid]
+    pb = boxes.new_zeros((g, m, 4), dtype=torch.float32)
+    pb[gid, pos] = boxes[idx].float()
+    ps = torch.full((g, m), float("-inf"), device=dev)
+    ps[gid, pos] = scores[idx].float()
+    undecided = torch.zeros((g, m), dtype=torch.bool, device=dev)
+    undecided[gid, pos] = True
+    keep = torch.zeros_like(undecided)
+    cols = torch.arange(m, device=dev).expand(g, m)
+    rows = torch.arange(g, device=dev)[:, None]
+    limit = max_det if max_det is not None else n
+    while bool(undecided.any()):
+        nb = min(block, int(undecided.sum(1).max()))
+        # the first nb undecided positions of every class (m marks padding)
+        bpos = torch.where(undecided, cols, m).sort(dim=1).values[:, :nb]
+        valid = bpos < m
+        bpos = bpos.clamp(max=m - 1)
+        bb = pb.gather(1, bpos[..., None].expand(-1, -1, 4))  # (G, nb, 4)
+        over = box_iou(bb, bb) > iou_thresh
+        over &= torch.ones((nb, nb), dtype=torch.bool, device=dev).triu_(1)
+        over &= valid[:, :, None] & valid[:, None, :]
+        k = valid
+        for _ in range(nb):
+            new_k = valid & ~(over & k[:, :, None]).any(dim=1)
+            if torch.equal(new_k, k):
+                break
+            k = new_k
+        r = rows.expand_as(bpos)
+        undecided[r[valid], bpos[valid]] = False
+        keep[r[k], bpos[k]] = True
+        if not bool(undecided.any()):
             break
-        keep = new_keep
+        hit = ((box_iou(bb, pb) > iou_thresh) & k[:, :, None]).any(dim=1)  # (G, M)
+        undecided &= ~hit
+        if max_det is not None and bool(undecided.any()):
+            top_open = ps[undecided].max()
+            if int((ps[keep] > top_open).sum()) >= limit:
+                break
     kept = idx[keep[gid, pos]]
-    kept = kept[torch.argsort(scores[kept], descending=True, stable=True)]
-    if max_det is not None:
-        kept = kept[:max_det]
-    return kept
+    kept = kept[torch.argsort(rank[kept])]
+    return kept[:limit]
 
 
 def multiclass_nms(scores: Tensor, boxes: Tensor, conf_thresh: float, iou_thresh: float,
