@@ -2,19 +2,29 @@
 onnxruntime and on OpenVINO (f32), side by side with the official DAMO-YOLO export of the
 same architecture when its file is given.
 
-    python benchmarks/latency.py [--official-dir DIR] [--threads 2] [--runs 30] [--json out.json]
+    python benchmarks/latency.py [--official-dir DIR] [--threads 2] [--runs 30] \
+        [--variants raw raw_heads] [--graphs] [--json out.json]
 
 ``--official-dir`` holds official benchmark-mode ONNX files named after the official
 configs (``damoyolo_tinynasL20_T.onnx``, ...; produced by the official exporter outside
 this project).  Models have random weights: latency does not depend on them.
-Achieved GFLOP/s = thop GFLOPs / median latency; the peak is cores x 32 fp32 FLOP/cycle
-(two 256-bit FMA pipes) x the clock given by ``--ghz``.
+
+Our variants: ``raw`` (the default export: decoded ``scores``/``boxes``, decode included in
+the graph) and ``raw_heads`` (``--raw-heads``: the same per-level outputs as the official
+benchmark-mode export, so the same work).  For each preset and runtime, every model is
+compiled, warmed up, then timed **interleaved** (ours, official, ours, official, ...) so
+that load changes on a shared machine hit all of them alike; the table gives medians and
+ours/official ratios.  The 1-minute load average is recorded per preset.
+Achieved GFLOP/s = thop GFLOPs / median latency of ``raw``; the peak is cores x 32 fp32
+FLOP/cycle (two 256-bit FMA pipes) x the clock given by ``--ghz``.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -33,18 +43,8 @@ OFFICIAL = {"damoyolo-ns": "damoyolo_tinynasL18_Ns", "damoyolo-nm": "damoyolo_ti
             "damoyolo-m": "damoyolo_tinynasL35_M", "damoyolo-l": "damoyolo_tinynasL45_L"}
 
 
-def _time(fn, runs: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts)
-
-
-def ort_latency(path: Path, hw, threads: int, runs: int, warmup: int) -> float:
+def ort_runner(path: Path, hw, threads: int):
+    """A zero-argument callable running one batch-1 inference with onnxruntime."""
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -52,10 +52,11 @@ def ort_latency(path: Path, hw, threads: int, runs: int, warmup: int) -> float:
     s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     name = s.get_inputs()[0].name
     x = {name: (np.random.default_rng(0).random((1, 3, *hw)) * 255).astype(np.float32)}
-    return _time(lambda: s.run(None, x), runs, warmup)
+    return lambda: s.run(None, x)
 
 
-def ov_latency(path: Path, hw, threads: int, runs: int, warmup: int) -> float:
+def ov_runner(path: Path, hw, threads: int):
+    """The same with OpenVINO CPU, f32 precision hint, latency mode."""
     import openvino as ov
     core = ov.Core()
     c = core.compile_model(core.read_model(str(path)), "CPU",
@@ -63,54 +64,98 @@ def ov_latency(path: Path, hw, threads: int, runs: int, warmup: int) -> float:
                             "PERFORMANCE_HINT": "LATENCY"})
     req = c.create_infer_request()
     x = (np.random.default_rng(0).random((1, 3, *hw)) * 255).astype(np.float32)
-    return _time(lambda: req.infer({0: x}), runs, warmup)
+    return lambda: req.infer({0: x})
+
+
+def interleaved(fns: dict, runs: int, warmup: int) -> dict[str, float]:
+    """Median milliseconds of each callable, timed round-robin after ``warmup`` calls each."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    ts: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            ts[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in ts.items()}
+
+
+def op_counts(path: Path) -> collections.Counter:
+    """Nodes of an ONNX graph by op type (``Constant`` nodes left out)."""
+    import onnx
+    g = onnx.load(str(path), load_external_data=False).graph
+    return collections.Counter(n.op_type for n in g.node if n.op_type != "Constant")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--official-dir", default=None)
     ap.add_argument("--models", nargs="+", default=damoyolo.list_models())
+    ap.add_argument("--variants", nargs="+", default=["raw", "raw_heads"],
+                    choices=["raw", "raw_heads"])
+    ap.add_argument("--runtimes", nargs="+", default=["ort", "ov"], choices=["ort", "ov"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--ghz", type=float, default=2.45)
+    ap.add_argument("--graphs", action="store_true",
+                    help="print node counts by op type of our and the official graph")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     peak = args.threads * 32 * args.ghz
+    runners = {"ort": ort_runner, "ov": ov_runner}
+    label = {"ort": "ORT", "ov": "OpenVINO"}
     rows = []
-    hdr = ("| model | input | GFLOPs | ORT ours (ms) | ORT official (ms) | ours/official | "
-           "ORT GFLOP/s (% peak) | OpenVINO ours (ms) | OpenVINO official (ms) |")
-    print(hdr)
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    ratio = "ours/official (" + " / ".join(args.variants) + ")"
+    cols = [c for rt in args.runtimes for c in
+            [*(f"{label[rt]} {v} (ms)" for v in args.variants), f"{label[rt]} official (ms)",
+             f"{label[rt]} {ratio}"]]
+    print("| model | input | GFLOPs | " + " | ".join(cols) + " | GFLOP/s (% peak) | load |")
+    print("|---|---|---:|" + "---:|" * len(cols) + "---:|---:|")
     with tempfile.TemporaryDirectory() as td:
         for name in args.models:
             m = damoyolo.build_model(name)
-            hw = m.input_size
+            hw = tuple(m.input_size)
             _, gflops = model_complexity(m, hw)
-            ours = export_onnx(m, Path(td) / f"{name}.onnx")
-            r = {"model": name, "input": list(hw), "gflops": round(gflops, 3),
-                 "ort_ours_ms": ort_latency(ours, hw, args.threads, args.runs, args.warmup),
-                 "ov_ours_ms": ov_latency(ours, hw, args.threads, args.runs, args.warmup)}
+            files = {v: export_onnx(m, Path(td) / f"{name}_{v}.onnx", mode=v)
+                     for v in args.variants}
             off = Path(args.official_dir) / f"{OFFICIAL[name]}.onnx" if args.official_dir \
                 else None
             if off is not None and off.is_file():
-                r["ort_official_ms"] = ort_latency(off, hw, args.threads, args.runs,
-                                                   args.warmup)
-                r["ov_official_ms"] = ov_latency(off, hw, args.threads, args.runs,
-                                                 args.warmup)
+                files["official"] = off
+            r = {"model": name, "input": list(hw), "gflops": round(gflops, 3),
+                 "load_before": round(os.getloadavg()[0], 2)}
+            for rt in args.runtimes:
+                fns = {k: runners[rt](p, hw, args.threads) for k, p in files.items()}
+                for k, ms in interleaved(fns, args.runs, args.warmup).items():
+                    r[f"{rt}_{k}_ms"] = round(ms, 2)
+            r["load_after"] = round(os.getloadavg()[0], 2)
+            if args.graphs:
+                r["ops"] = {k: dict(sorted(op_counts(p).items())) for k, p in files.items()}
             rows.append(r)
 
-            def f(k):
-                return f"{r[k]:.1f}" if k in r else "not measured"
-            ratio = (f"{r['ort_ours_ms'] / r['ort_official_ms']:.2f}"
-                     if "ort_official_ms" in r else "-")
-            gps = gflops / (r["ort_ours_ms"] / 1e3)
-            print(f"| {name} | {hw[0]} | {gflops:.2f} | {f('ort_ours_ms')} | "
-                  f"{f('ort_official_ms')} | {ratio} | {gps:.0f} ({100 * gps / peak:.0f}%) | "
-                  f"{f('ov_ours_ms')} | {f('ov_official_ms')} |", flush=True)
+            cells = []
+            for rt in args.runtimes:
+                for v in args.variants:
+                    cells.append(f"{r[f'{rt}_{v}_ms']:.1f}")
+                o = r.get(f"{rt}_official_ms")
+                cells.append(f"{o:.1f}" if o else "not measured")
+                ratios = [f"{r[f'{rt}_{v}_ms'] / o:.2f}" for v in args.variants] if o else ["-"]
+                cells.append(" / ".join(ratios))
+            base = r.get(f"{args.runtimes[0]}_{args.variants[0]}_ms")
+            gps = gflops / (base / 1e3) if base else 0.0
+            print(f"| {name} | {hw[0]} | {gflops:.2f} | " + " | ".join(cells) +
+                  f" | {gps:.0f} ({100 * gps / peak:.0f}%) | {r['load_before']:.1f}-"
+                  f"{r['load_after']:.1f} |", flush=True)
+            if args.graphs:
+                for k, ops in r["ops"].items():
+                    print(f"    {k}: {sum(ops.values())} nodes {ops}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"threads": args.threads, "peak_gflops": peak,
+                                               "runs": args.runs, "warmup": args.warmup,
+                                               "cpu_count": os.cpu_count(),
                                                "rows": rows}, indent=1))
 
 

@@ -33,7 +33,8 @@ def scene_batch(hw=HW, seeds=(1, 2)) -> torch.Tensor:
 
 
 @torch.no_grad()
-def calibrated_model(name: str, x: torch.Tensor, seed: int = 0) -> damoyolo.DAMOYOLO:
+def calibrated_model(name: str, x: torch.Tensor, seed: int = 0,
+                     class_names: list[str] | None = None) -> damoyolo.DAMOYOLO:
     """A randomly initialised preset whose outputs on ``x`` look like a trained model's.
 
     BatchNorm statistics are set from ``x`` and the head projections rescaled so that
@@ -41,7 +42,7 @@ def calibrated_model(name: str, x: torch.Tensor, seed: int = 0) -> damoyolo.DAMO
     threshold: NMS then has real work (about 1,500 candidates per image) and boxes vary.
     """
     torch.manual_seed(seed)
-    m = damoyolo.build_model(name)
+    m = damoyolo.build_model(name, class_names=class_names)
     for mod in m.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.reset_running_stats()

@@ -84,6 +84,53 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class _Runner:
+    """The two timed stages of a model: network forward, then decode + NMS.
+
+    Wraps a :class:`damoyolo.DAMOYOLO` (eval mode for the run, restored afterwards) or a
+    :class:`damoyolo.Detector` (any backend: torch, onnxruntime, OpenVINO, TensorRT;
+    explicit thresholds override the detector's own for the run).
+    """
+
+    def __init__(self, model, conf_thresh, iou_thresh, max_det, device):
+        from ..infer.detector import Detector
+        self.model = model
+        self.detector = isinstance(model, Detector)
+        if self.detector:
+            self.saved = (model.conf, model.iou, model.max_det)
+            if conf_thresh is not None:
+                model.conf = float(conf_thresh)
+            if iou_thresh is not None:
+                model.iou = float(iou_thresh)
+            if max_det is not None:
+                model.max_det = int(max_det)
+            # inputs go to the backend on the CPU; it moves them to its own device
+            bdev = getattr(model.backend, "device", None)
+            self.device = torch.device("cpu")
+            self.sync_device = bdev if isinstance(bdev, torch.device) else self.device
+        else:
+            self.device = torch.device(device) if device is not None else \
+                next(model.parameters()).device
+            self.sync_device = self.device
+            self.was_training = model.training
+            self.kw = dict(conf_thresh=conf_thresh, iou_thresh=iou_thresh, max_det=max_det)
+            model.eval()
+
+    def forward(self, images):
+        return self.model.forward(images) if self.detector else self.model(images)
+
+    def postprocess(self, out):
+        if self.detector:
+            return self.model.decode(out)
+        return self.model.postprocess(out, **self.kw)
+
+    def restore(self) -> None:
+        if self.detector:
+            self.model.conf, self.model.iou, self.model.max_det = self.saved
+        else:
+            self.model.train(self.was_training)
+
+
 @torch.no_grad()
 def evaluate(model, loader, gt: dict, category_ids: list[int] | None = None,
              conf_thresh: float | None = None, iou_thresh: float | None = None,
@@ -91,17 +138,20 @@ def evaluate(model, loader, gt: dict, category_ids: list[int] | None = None,
              results_path: str | Path | None = None, progress: bool = False) -> EvalResult:
     """Run ``model`` over ``loader`` (val transforms: straight resize) and score it.
 
+    model: a :class:`damoyolo.DAMOYOLO`, or a :class:`damoyolo.Detector` (e.g. an exported
+    ONNX / OpenVINO / TensorRT model; its input size must be the loader's).
     loader yields (images (B, 3, H, W) float32 0..255, targets with ``image_id`` and
     ``orig_size`` (h, w)).  Boxes are scaled from input pixels to original pixels by
     ``orig / input`` per axis.  ``category_ids``: contiguous label -> original category id
     (default: the model's, else the ids of ``gt['categories']`` in order).
+    Timing: ``inference`` is the network (for end-to-end exports including the in-graph
+    NMS), ``nms`` the decode + NMS outside it.
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
     if category_ids is None:
         category_ids = getattr(model, "category_ids", None) or \
             [c["id"] for c in sorted(gt.get("categories", []), key=lambda c: c["id"])]
-    was_training = model.training
-    model.eval()
+    runner = _Runner(model, conf_thresh, iou_thresh, max_det, device)
+    device = runner.device
     results: list[dict] = []
     t_pre = t_inf = t_nms = 0.0
     n_img = 0
@@ -113,14 +163,13 @@ def evaluate(model, loader, gt: dict, category_ids: list[int] | None = None,
     try:
         for images, targets in it:
             images = images.to(device, non_blocking=True)
-            _sync(device)
+            _sync(runner.sync_device)
             t1 = time.perf_counter()
-            out = model(images)
-            _sync(device)
+            out = runner.forward(images)
+            _sync(runner.sync_device)
             t2 = time.perf_counter()
-            dets = model.postprocess(out, conf_thresh=conf_thresh, iou_thresh=iou_thresh,
-                                     max_det=max_det)
-            _sync(device)
+            dets = runner.postprocess(out)
+            _sync(runner.sync_device)
             t3 = time.perf_counter()
             t_pre += t1 - t0
             t_inf += t2 - t1
@@ -142,7 +191,7 @@ def evaluate(model, loader, gt: dict, category_ids: list[int] | None = None,
             n_img += len(targets)
             t0 = time.perf_counter()
     finally:
-        model.train(was_training)
+        runner.restore()
     if results_path is not None:
         p = Path(results_path)
         p.parent.mkdir(parents=True, exist_ok=True)

@@ -125,12 +125,26 @@ class Detector:
         """Preprocessed batch (B, 3, H, W) float32 RGB 0..255 -> Detections in input pixels.
 
         The entry point for evaluators: the batch must already have the backend's input
-        size (see :mod:`damoyolo.preprocess`).
+        size (see :mod:`damoyolo.preprocess`).  Same as ``decode(forward(batch))``.
+        """
+        return self.decode(self.forward(batch))
+
+    @torch.no_grad()
+    def forward(self, batch: Tensor) -> list[Tensor]:
+        """Run the network only: preprocessed batch (B, 3, H, W) -> graph outputs.
+
+        Outputs are in the backend's ``mode`` layout (see :mod:`damoyolo.infer.backends`);
+        for end-to-end exports this includes the in-graph NMS.
         """
         if tuple(batch.shape[-2:]) != tuple(self.input_size) and self.backend.name != "torch":
             raise ValueError(f"batch of size {tuple(batch.shape[-2:])}, model input is "
                              f"{self.input_size}")
-        outs = self._forward(batch)
+        return self._forward(batch)
+
+    @torch.no_grad()
+    def decode(self, outs: list[Tensor]) -> list[Detections]:
+        """Graph outputs of :meth:`forward` -> Detections in input pixels (decode + NMS,
+        or for end-to-end exports only the ``conf``/``classes``/``max_det`` filters)."""
         names = self.class_names
         mode = self.backend.mode
         if mode == "end2end":
