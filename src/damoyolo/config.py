@@ -281,6 +281,7 @@ class TrainConfig:
     sync_bn: bool = False
     output: str = "runs/train"
     tensorboard: bool = True
+    cache_images: bool = False  # decode every training image once into RAM (before workers fork)
 
 
 @dataclass(frozen=True)

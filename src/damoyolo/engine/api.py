@@ -112,6 +112,10 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
         tcfg = dataclasses.replace(tcfg, grad_clip=exp.distill.grad_clip)
     train_set = DetectionDataset(train_idx, input_size=size, train=True, aug=aug, seed=tcfg.seed)
     val_set = DetectionDataset(val_idx, input_size=size, train=False, aug=None, seed=tcfg.seed)
+    if tcfg.cache_images:
+        nbytes = train_set.cache_images(progress=progress)
+        if progress:
+            print(f"cached {len(train_set)} training images in RAM ({nbytes / 2**30:.2f} GiB)")
     trainer = Trainer(net, train_set, tcfg, val_set=val_set, val_gt=val_idx.to_coco_dict(),
                       category_ids=train_idx.category_ids, loader_fn=build_loader,
                       resume=resume, progress=progress, task=task)
