@@ -25,8 +25,8 @@ def add_arguments(p) -> None:
                    choices=["torch", "onnxruntime", "openvino", "tensorrt"],
                    help="runtime (default: from the weights suffix)")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--imgsz", type=int,
-                   help="square input size (default: the model's; exports have a fixed size)")
+    p.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="H [W]",
+                   help="input size (default: the model's; exports have a fixed size)")
     p.add_argument("--device", default="", help="cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="CPU threads of an export backend")
@@ -82,7 +82,7 @@ def _open_model(args, device: str):
     if backend == "torch":
         from ..checkpoint import load_model
         model = load_model(args.weights, model=args.model, device=device)
-        size = (args.imgsz, args.imgsz) if args.imgsz else tuple(model.input_size)
+        size = args.imgsz or tuple(model.input_size)
         names = model.class_names or [str(i) for i in range(model.num_classes)]
         return model, names, model.category_ids, size, False
     from ..infer.detector import Detector
@@ -112,6 +112,8 @@ def run(args) -> int:
 
     from ..data import DetectionDataset, build_loader, load_dataset
     from ..eval import evaluate, format_report
+    from . import parse_imgsz
+    args.imgsz = parse_imgsz(args.imgsz)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, names, model_cat_ids, size, exported = _open_model(args, device)
     idx = load_dataset(args.data, split=args.split)
