@@ -145,3 +145,23 @@ def test_finetune_resets_only_class_projection(tmp_path):
             assert v.shape[0] == 2
         else:
             assert torch.equal(v, sd_src[k]), k
+
+
+def test_same_seed_same_run_through_the_api(tmp_path):
+    """Two `damoyolo.train` calls with one seed: identical initial and final weights
+    (the initial weights are seeded too, not only the loop)."""
+    import damoyolo
+    from damoyolo.data.synthetic import synthesize
+    synthesize(tmp_path / "d", images=10, seed=0, size=96, workers=1)
+    sets = ["train.nominal_batch=4", "train.warmup_epochs=0", "train.no_aug_epochs=0",
+            "train.eval_interval=0", "train.tensorboard=False", "train.seed=7"]
+    finals = []
+    for run in ("a", "b"):
+        damoyolo.train(model="damoyolo-ns", data=tmp_path / "d", epochs=1, batch=4, imgsz=64,
+                       device="cpu", workers=0, overrides=sets, output=tmp_path / run,
+                       progress=False)
+        finals.append(torch.load(tmp_path / run / "last.pt", map_location="cpu",
+                                 weights_only=False))
+    for key in ("model", "ema"):
+        for name, v in finals[0][key].items():
+            assert torch.equal(v, finals[1][key][name]), (key, name)

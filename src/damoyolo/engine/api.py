@@ -101,6 +101,8 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     names = train_idx.class_names
     cfg_model = dataclasses.replace(exp.model, head=dataclasses.replace(
         exp.model.head, num_classes=len(names)))
+    from .trainer import seed_everything
+    seed_everything(exp.train.seed)  # the initial weights (and re-initialised heads) too
     if weights is not None:
         net = load_for_finetune(weights, cfg_model, names)
     else:
