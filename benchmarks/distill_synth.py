@@ -38,7 +38,8 @@ def _run(label: str, out: Path, model: str, data: Path, args, teacher: Path | No
                          imgsz=args.imgsz, device=args.device, workers=args.workers,
                          overrides=overrides, output=out, progress=False,
                          teacher=None if teacher is None else str(teacher))
-    rec = {"label": label, "model": model, "epochs": epochs, "time_s": time.time() - t0, **rec}
+    # time_s: the whole run (the trainer's record holds the last epoch's time under that key)
+    rec = {**rec, "label": label, "model": model, "epochs": epochs, "time_s": time.time() - t0}
     print(f"{label}: mAP {rec.get('val_AP', float('nan')):.4f}  AP50 "
           f"{rec.get('val_AP50', float('nan')):.4f}  ({rec['time_s']:.0f} s)", flush=True)
     return rec
