@@ -113,8 +113,6 @@ def test_val_exported_onnx_matches_torch(setup, capsys):
     for key in ("raw", "dyn", "e2e"):
         out = _val(capsys, files[key], data)
         got = _ap(out)
-        with capsys.disabled():
-            print(f"\n{key}: torch {ref} export {got}")
         for k in ref:
             assert abs(got[k] - ref[k]) <= MAP_TOL, (key, k, got, ref)
         # same report: per-class table with the dataset's names, timing line
@@ -131,8 +129,6 @@ def test_val_exported_openvino_matches_torch(setup, capsys):
     ref = _ap(_val(capsys, ckpt, data))
     xml = export_openvino(damoyolo.load_model(ckpt), d / "ov" / "model.xml")
     got = _ap(_val(capsys, xml, data, "--threads", "1"))
-    with capsys.disabled():
-        print(f"\nopenvino f32: torch {ref} export {got}")
     for k in ref:
         assert abs(got[k] - ref[k]) <= MAP_TOL, (k, got, ref)
 
