@@ -247,3 +247,42 @@ def test_cli_search_and_detector_builds(tmp_path, capsys):
     assert main(["nas", "search", "--budget-layers", "20", "--budget-latency", "1",
                  "--out", str(out)]) == 2  # latency budget without a predictor: clear error
     assert "needs --latency" in capsys.readouterr().err
+
+
+def test_retime_population_moves_over_budget_candidates_back():
+    """Re-timing with fresh predictors replaces the search's cached latencies: a candidate
+    now over budget goes behind those within it (winner's-curse guard)."""
+    from damoyolo.nas.search import Budgets, Candidate, SearchResult, retime_population
+    from damoyolo.nas.space import initial_structure
+
+    blocks = tuple(initial_structure("k1kx"))
+    cands = [Candidate(blocks[:k], 100.0 - k, k, 0, 0, 0.9e-3) for k in (1, 2, 3)]
+    true_lat = {1: 1.5e-3, 2: 0.8e-3, 3: 0.95e-3}  # candidate 1 was timed too fast
+
+    class Fake:
+        fresh_calls = 0
+
+        def fresh(self):
+            Fake.fresh_calls += 1
+            return lambda b: true_lat[len(b)]
+
+    res = SearchResult(list(cands), 3, 3, 0.0, Budgets(latency=1e-3))
+    out = retime_population(res, Fake(), top=3, rounds=3)
+    assert Fake.fresh_calls == 3
+    assert [len(c.blocks) for c in out.population] == [2, 3, 1]
+    assert [c.latency for c in out.population] == [0.8e-3, 0.95e-3, 1.5e-3]
+    assert [r["within"] for r in out.retimed] == [False, True, True]
+    # no latency budget: untouched
+    res2 = SearchResult(list(cands), 3, 3, 0.0, Budgets(layers=20))
+    assert retime_population(res2, Fake()).population == cands
+
+
+def test_measured_predictor_fresh_has_same_settings_and_empty_cache():
+    from damoyolo.nas.latency import MeasuredPredictor
+    from damoyolo.nas.space import initial_structure
+    p = MeasuredPredictor(resolution=64, repeats=2, warmup=1, timer=lambda op: 1.0, threads=1)
+    blocks = initial_structure("k1kx")
+    v = p(blocks)
+    q = p.fresh()
+    assert q.cache == {} and p.cache and (q.resolution, q.repeats, q.warmup, q.threads) == (64, 2, 1, 1)
+    assert q(blocks) == v  # same timer, same conv list

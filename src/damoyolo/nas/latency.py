@@ -242,6 +242,12 @@ class MeasuredPredictor:
                 torch.set_num_threads(before)
         return float(np.median(times)) * 1000.0
 
+    def fresh(self) -> "MeasuredPredictor":
+        """A predictor with the same settings and an empty cache (independent timings)."""
+        return MeasuredPredictor(self.resolution, self.batch, self.device, self.repeats,
+                                 self.warmup, None if self._timer == self._time_torch
+                                 else self._timer, self.threads)
+
     def conv_ms(self, op: ConvOp) -> float:
         """Measured milliseconds for a batch of ``self.batch`` images through ``op``."""
         hit = self.cache.get(op)

@@ -12,6 +12,8 @@ islands.
 
 from __future__ import annotations
 
+import dataclasses
+
 import bisect
 import math
 import random
@@ -76,6 +78,7 @@ class SearchResult:
     accepted: int                        # children within budget and new
     seconds: float
     budgets: Budgets
+    retimed: list[dict] = field(default_factory=list)  # see :func:`retime_population`
 
     @property
     def best(self) -> Candidate:
@@ -205,6 +208,33 @@ class _Progress:
         if tty and done == self.total:
             self.stream.write("\n")
         self.stream.flush()
+
+
+def retime_population(result: SearchResult, predictor, top: int = 16, rounds: int = 3
+                      ) -> SearchResult:
+    """Re-time the ``top`` best candidates of a measured-latency search and keep the budget.
+
+    Each candidate's latency in the search comes from one cached timing per convolution
+    shape; picking the best score among candidates that *measured* within budget favours
+    those whose convolutions happened to be timed fast.  Here every one of the ``top``
+    candidates is timed again by ``rounds`` fresh predictors (``predictor.fresh()``: empty
+    cache, independent timings); its latency becomes the median, and candidates now over
+    the latency budget move behind those within it (order by score otherwise kept).
+    ``result.retimed`` records ``score``, ``search_latency``, ``latency`` and ``within``.
+    """
+    if result.budgets.latency is None or not hasattr(predictor, "fresh"):
+        return result
+    head, tail = result.population[:top], result.population[top:]
+    times = [[p(c.blocks) for c in head] for p in (predictor.fresh() for _ in range(rounds))]
+    fits, over, log = [], [], []
+    for i, c in enumerate(head):
+        lat = float(sorted(t[i] for t in times)[len(times) // 2])
+        ok = lat <= result.budgets.latency
+        log.append({"score": c.score, "search_latency": c.latency, "latency": lat, "within": ok})
+        (fits if ok else over).append(dataclasses.replace(c, latency=lat))
+    result.population = fits + over + tail
+    result.retimed = log
+    return result
 
 
 def search(initial: Sequence[BlockSpec], space: SearchSpace, budgets: Budgets,
