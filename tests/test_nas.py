@@ -286,3 +286,22 @@ def test_measured_predictor_fresh_has_same_settings_and_empty_cache():
     q = p.fresh()
     assert q.cache == {} and p.cache and (q.resolution, q.repeats, q.warmup, q.threads) == (64, 2, 1, 1)
     assert q(blocks) == v  # same timer, same conv list
+
+
+def test_retime_goes_down_the_population_until_one_fits():
+    from damoyolo.nas.search import Budgets, Candidate, SearchResult, retime_population
+    from damoyolo.nas.space import initial_structure
+
+    blocks = tuple(initial_structure("k1kx"))
+    cands = [Candidate(blocks[:k], 100.0 - k, k, 0, 0, 0.9e-3) for k in (1, 2, 3, 4, 5)]
+    true_lat = {1: 1.5e-3, 2: 1.2e-3, 3: 0.7e-3, 4: 0.6e-3, 5: 2e-3}
+
+    class Fake:
+        def fresh(self):
+            return lambda b: true_lat[len(b)]
+
+    out = retime_population(SearchResult(list(cands), 5, 5, 0.0, Budgets(latency=1e-3)),
+                            Fake(), top=2, rounds=1)
+    # groups [1, 2] (both over), [3, 4] (fit): stops there; 5 is never re-timed
+    assert [len(c.blocks) for c in out.population] == [3, 4, 1, 2, 5]
+    assert len(out.retimed) == 4 and out.population[-1].latency == 0.9e-3

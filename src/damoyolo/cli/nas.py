@@ -45,8 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--out", required=True, help="best structure, detector form, official format")
     s.add_argument("--top", type=int, default=5, help="also write the top-N as OUT.json")
     s.add_argument("--retime-top", type=int, default=16,
-                   help="measured latency: re-time the N best with fresh timings after the "
-                        "search and keep only those still within budget (0: off)")
+                   help="measured latency: after the search, re-time candidates N at a time "
+                        "(best first) with fresh timings until one is still within budget; "
+                        "it becomes the result (0: off)")
     s.add_argument("--retime-rounds", type=int, default=3,
                    help="fresh timings per re-timed candidate (median)")
     _common(s)
@@ -155,11 +156,12 @@ def _run_search(args) -> int:
         timer = predictor or make_predictor(args.latency, res, args.threads)
         result = retime_population(result, timer, args.retime_top, args.retime_rounds)
         n_ok = sum(r["within"] for r in result.retimed)
-        print(f"re-timed the top {len(result.retimed)} ({args.retime_rounds} fresh timings "
-              f"each): {n_ok} within the latency budget")
+        print(f"re-timed the best {len(result.retimed)} ({args.retime_rounds} fresh timings "
+              f"each, {args.retime_top} at a time until one fits): {n_ok} within the latency "
+              f"budget")
         if n_ok == 0:
-            print("warning: none of them re-timed within budget; the best is over it "
-                  "(timings are noisy here: run on a quiet machine or raise --retime-top)")
+            print("warning: no candidate re-timed within budget; the best is over it "
+                  "(timings are noisy here: run on a quiet machine or loosen the budget)")
     best = result.best
     from pathlib import Path
     out = Path(args.out)

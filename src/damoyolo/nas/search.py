@@ -212,27 +212,34 @@ class _Progress:
 
 def retime_population(result: SearchResult, predictor, top: int = 16, rounds: int = 3
                       ) -> SearchResult:
-    """Re-time the ``top`` best candidates of a measured-latency search and keep the budget.
+    """Re-time the best candidates of a measured-latency search and keep the budget.
 
     Each candidate's latency in the search comes from one cached timing per convolution
     shape; picking the best score among candidates that *measured* within budget favours
-    those whose convolutions happened to be timed fast.  Here every one of the ``top``
-    candidates is timed again by ``rounds`` fresh predictors (``predictor.fresh()``: empty
-    cache, independent timings); its latency becomes the median, and candidates now over
-    the latency budget move behind those within it (order by score otherwise kept).
+    those whose convolutions happened to be timed fast.  Here candidates are timed again,
+    ``top`` at a time in score order, by ``rounds`` fresh predictors (``predictor.fresh()``:
+    empty cache, independent timings); a candidate's latency becomes the median.  It stops
+    after the first group that contains a candidate within the latency budget (or at the
+    end of the population).  Re-timed candidates within budget come first, then the
+    re-timed ones over it, then the rest (score order otherwise kept).
     ``result.retimed`` records ``score``, ``search_latency``, ``latency`` and ``within``.
     """
     if result.budgets.latency is None or not hasattr(predictor, "fresh"):
         return result
-    head, tail = result.population[:top], result.population[top:]
-    times = [[p(c.blocks) for c in head] for p in (predictor.fresh() for _ in range(rounds))]
+    pop = result.population
     fits, over, log = [], [], []
-    for i, c in enumerate(head):
-        lat = float(sorted(t[i] for t in times)[len(times) // 2])
-        ok = lat <= result.budgets.latency
-        log.append({"score": c.score, "search_latency": c.latency, "latency": lat, "within": ok})
-        (fits if ok else over).append(dataclasses.replace(c, latency=lat))
-    result.population = fits + over + tail
+    done = 0
+    while done < len(pop) and not fits:
+        head = pop[done:done + top]
+        times = [[p(c.blocks) for c in head] for p in (predictor.fresh() for _ in range(rounds))]
+        for i, c in enumerate(head):
+            lat = float(sorted(t[i] for t in times)[len(times) // 2])
+            ok = lat <= result.budgets.latency
+            log.append({"score": c.score, "search_latency": c.latency, "latency": lat,
+                        "within": ok})
+            (fits if ok else over).append(dataclasses.replace(c, latency=lat))
+        done += len(head)
+    result.population = fits + over + pop[done:]
     result.retimed = log
     return result
 
