@@ -51,8 +51,9 @@ def _finished(label: str, ckpt: Path) -> dict:
     ck = torch.load(ckpt, map_location="cpu", weights_only=False)
     last = ck["history"][-1]
     print(f"{label}: reusing {ckpt} (epoch {ck['epoch'] + 1})", flush=True)
-    return {"label": label, "model": ck["model_config"]["name"], "epochs": ck["epoch"] + 1,
-            "time_s": sum(h.get("time_s", 0.0) for h in ck["history"]), **last}
+    return {**last, "label": label, "model": ck["model_config"]["name"],
+            "epochs": ck["epoch"] + 1,
+            "time_s": sum(h.get("time_s", 0.0) + (h.get("eval_s") or 0.0) for h in ck["history"])}
 
 
 def main(argv: list[str] | None = None) -> int:
