@@ -15,8 +15,8 @@ off (``set_mosaic(False)``, SA_Aug past its schedule) for the no-aug pipeline, e
 official trainer does in its last epochs.  Ours and official are interleaved (A, B, A, B ...);
 medians over ``--repeats`` are reported with the ratio.
 
-    python -m damoyolo data synth /tmp/synbench --images 300 --seed 0
-    PYTHONPATH=src python benchmarks/data_pipeline.py --data /tmp/synbench \\
+    python -m damoyolo data synth runs/synbench --images 300 --seed 0
+    PYTHONPATH=src python benchmarks/data_pipeline.py --data runs/synbench \\
         [--official ../DAMO-YOLO] [--repeats 3 --batches 6 --batch-size 8]
 """
 
