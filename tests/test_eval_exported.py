@@ -30,14 +30,6 @@ HW = (128, 128)
 MAP_TOL = 0.002
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _ap(out: str) -> dict[str, float]:
     m = re.search(r"^AP (\S+)  AP50 (\S+)  AP75 (\S+)", out, re.M)
     assert m, f"no AP line in output:\n{out}"

@@ -19,14 +19,6 @@ ort = pytest.importorskip("onnxruntime")
 REF = Path(__file__).resolve().parents[1] / ".." / "shared" / "official" / "ref"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _run(path, x):
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1

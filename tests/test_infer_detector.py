@@ -14,14 +14,6 @@ from damoyolo.cli import main
 from damoyolo.infer.backends import BackendError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A calibrated Ns checkpoint (real detections on generated scenes) and two images."""
