@@ -66,7 +66,7 @@ def _find_coco_json(root: Path, split: str | None) -> Path:
         if len(files) == 1:
             return files[0]
         raise DatasetError(f"{root}: several annotation files ({', '.join(f.name for f in files)});"
-                           f" choose one with split=... or pass the json path")
+                           f" choose one with --split (split=... in Python) or pass the json path")
     exact = [f for f in files if f.stem in (split, f"instances_{split}")]
     if exact:
         return exact[0]
