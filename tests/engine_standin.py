@@ -63,3 +63,55 @@ def build_loader(dataset, batch_size, workers, shuffle, seed, drop_last=False, s
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
                       sampler=sampler, num_workers=workers, collate_fn=collate,
                       drop_last=drop_last, generator=g)
+
+
+# ------------------------------------------------------------------ shared test fixtures
+
+NAMES = ["a", "b", "c"]
+
+
+def tiny_model(preset: str = "damoyolo-ns", seed: int = 0, class_names=NAMES):
+    """A preset seeded with ``seed``, its input size set to 64 (the stand-in's images)."""
+    import dataclasses
+
+    from damoyolo import build_model
+    torch.manual_seed(seed)
+    m = build_model(preset, class_names=class_names)
+    m.cfg = dataclasses.replace(m.cfg, input_size=(64, 64))
+    return m
+
+
+def tiny_cfg(out_dir, **kw):
+    """A short CPU TrainConfig writing to ``out_dir``; ``kw`` overrides any field."""
+    from damoyolo.config import TrainConfig
+    base = dict(epochs=2, batch_size=4, nominal_batch=4, base_lr_per_img=0.01 / 64 * 4,
+                warmup_epochs=1, no_aug_epochs=1, workers=0, output=str(out_dir),
+                eval_interval=0, tensorboard=False, seed=7)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_env(rank: int, world: int, port: int) -> None:
+    """The environment torchrun gives a worker (gloo on CPU), one torch thread."""
+    import os
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+
+
+def spawn_two_ranks(worker, out_dir) -> tuple[dict, dict]:
+    """Run ``worker(rank, world, port, out_dir)`` in 2 processes; each saves
+    ``out_dir/rank{r}.pt``.  Returns both files' contents (skips without torch.distributed)."""
+    import pytest
+    import torch.multiprocessing as mp
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available in this build")
+    mp.spawn(worker, args=(2, _free_port(), str(out_dir)), nprocs=2, join=True)
+    return tuple(torch.load(f"{out_dir}/rank{r}.pt", weights_only=False) for r in (0, 1))

@@ -8,37 +8,26 @@ import torch
 from damoyolo import build_model, load_model, save_model
 from damoyolo.checkpoint import CheckpointError, atomic_save
 from damoyolo.cli import COMMANDS, main
-from damoyolo.config import DistillConfig, TrainConfig
+from damoyolo.config import DistillConfig
 from damoyolo.distill import DistillTask, load_teacher
 from damoyolo.engine import Trainer
 from damoyolo.losses.criterion import DAMOYOLOCriterion
-from engine_standin import RectDataset, build_loader, collate
+from engine_standin import RectDataset, build_loader, collate, tiny_cfg, tiny_model
 
 torch.set_num_threads(1)
-NAMES = ["a", "b", "c"]
-
-
-def _small(m):
-    m.cfg = dataclasses.replace(m.cfg, input_size=(64, 64))
-    return m
 
 
 def _student(seed=0):
-    torch.manual_seed(seed)
-    return _small(build_model("damoyolo-ns", class_names=NAMES))
+    return tiny_model(seed=seed)
 
 
 def _teacher(seed=1):
-    torch.manual_seed(seed)
-    return _small(build_model("damoyolo-nm"))  # 80 classes, wider neck (64/128/256 vs 40/80/160)
+    # 80 classes, wider neck (64/128/256 vs 40/80/160)
+    return tiny_model("damoyolo-nm", seed=seed, class_names=None)
 
 
 def _cfg(tmp_path, **kw):
-    base = dict(epochs=3, batch_size=4, nominal_batch=4, base_lr_per_img=0.01 / 64 * 4,
-                warmup_epochs=1, no_aug_epochs=1, workers=0, output=str(tmp_path),
-                eval_interval=0, tensorboard=False, seed=7)
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_cfg(tmp_path, **{"epochs": 3, **kw})
 
 
 @pytest.mark.parametrize("method", ["cwd", "mimic"])

@@ -5,31 +5,20 @@ import math
 import pytest
 import torch
 
-from damoyolo import build_model
-from damoyolo.config import TrainConfig
 from damoyolo.engine import CosineSchedule, ModelEMA, Trainer, TrainingDiverged, param_groups, \
     train_config_for
 from damoyolo.engine.api import load_for_finetune
-from engine_standin import RectDataset, build_loader
+from engine_standin import NAMES, RectDataset, build_loader, tiny_cfg, tiny_model
 
 torch.set_num_threads(1)
-NAMES = ["a", "b", "c"]
 
 
 def _cfg(tmp_path, **kw):
-    base = dict(epochs=2, batch_size=4, nominal_batch=4, base_lr_per_img=0.01 / 64 * 4,
-                warmup_epochs=1, no_aug_epochs=1, workers=0, output=str(tmp_path),
-                eval_interval=1, tensorboard=False, seed=7)
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_cfg(tmp_path, **{"eval_interval": 1, **kw})
 
 
 def _model(seed=0):
-    torch.manual_seed(seed)
-    m = build_model("damoyolo-ns", class_names=NAMES)
-    import dataclasses
-    m.cfg = dataclasses.replace(m.cfg, input_size=(64, 64))
-    return m
+    return tiny_model(seed=seed)
 
 
 def test_schedule_matches_release_formula():
