@@ -28,6 +28,15 @@ __all__ = ["load_dataset", "load_coco", "load_yolo", "load_voc", "detect_format"
 
 # ----------------------------------------------------------------------------- helpers
 
+def _size_from_file(path: Path, report: DataReport, message: str) -> tuple[int, int] | None:
+    """(h, w) read from the image file when the annotation has none; None after reporting
+    the file as missing or corrupt (``message`` names the record)."""
+    hw = image_size(path)
+    if hw is None:
+        report.add("missing_image" if not path.is_file() else "corrupt_image", message)
+    return hw
+
+
 def _sanitize_boxes(boxes: np.ndarray, labels: np.ndarray, h: int, w: int, where: str,
                     report: DataReport) -> tuple[np.ndarray, np.ndarray]:
     """Clip boxes to the image (counted) and drop zero/negative-area boxes (counted)."""
@@ -175,10 +184,10 @@ def load_coco(json_path: str | Path, split: str | None = None, image_root: str |
         path = root / str(im["file_name"])
         h, w = im.get("height"), im.get("width")
         if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
-            hw = image_size(path)
+            hw = _size_from_file(path, report,
+                                 f"{path} (image id {img_id}): no size in json and the file "
+                                 f"is unreadable")
             if hw is None:
-                report.add("missing_image" if not path.is_file() else "corrupt_image",
-                           f"{path} (image id {img_id}): no size in json and the file is unreadable")
                 continue
             h, w = hw
         anns = per_image[img_id]
@@ -376,10 +385,9 @@ def load_voc(root: str | Path, split: str | None = None) -> DatasetIndex:
             w = int(float(tree.findtext("size/width")))
             assert h > 0 and w > 0
         except (TypeError, ValueError, AssertionError):
-            hw = image_size(ip)
+            hw = _size_from_file(ip, report, f"{ip} ({xp.name}): no <size> and the image is "
+                                             f"unreadable")
             if hw is None:
-                report.add("missing_image" if not ip.is_file() else "corrupt_image",
-                           f"{ip} ({xp.name}): no <size> and the image is unreadable")
                 continue
             h, w = hw
         boxes, labels = [], []

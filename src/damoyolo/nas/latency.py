@@ -104,7 +104,18 @@ def _interp1d_extrapolate(xs: Sequence[float], ys: Sequence[float], x: float) ->
     return float(slope * (x - xs[lo]) + ys[lo])
 
 
-class TablePredictor:
+class _PerConvPredictor:
+    """A structure's latency = sum of its convolutions' ``conv_ms`` (for a batch of
+    ``self.batch`` at ``self.resolution``), in seconds per image."""
+
+    def __call__(self, blocks: Sequence[BlockSpec]) -> float:
+        total = 0.0
+        for op in conv_ops(blocks, self.resolution):
+            total += self.conv_ms(op)
+        return total / self.batch / 1000.0
+
+
+class TablePredictor(_PerConvPredictor):
     """Latency from a per-convolution lookup table (official MAE-NAS format and interpolation).
 
     path: the table; resolution: search-form input size (320 for 640 images); batch: the batch
@@ -179,14 +190,9 @@ class TablePredictor:
         self.cache[op] = lat
         return lat
 
-    def __call__(self, blocks: Sequence[BlockSpec]) -> float:
-        total = 0.0
-        for op in conv_ops(blocks, self.resolution):
-            total += self.conv_ms(op)
-        return total / self.batch / 1000.0
 
 
-class MeasuredPredictor:
+class MeasuredPredictor(_PerConvPredictor):
     """Latency measured on this machine: each distinct convolution shape is timed once with
     torch (conv + fused residual add when ``elmt_fused``), then summed per structure.
 
@@ -255,11 +261,6 @@ class MeasuredPredictor:
             hit = self.cache[op] = float(self._timer(op))
         return hit
 
-    def __call__(self, blocks: Sequence[BlockSpec]) -> float:
-        total = 0.0
-        for op in conv_ops(blocks, self.resolution):
-            total += self.conv_ms(op)
-        return total / self.batch / 1000.0
 
 
 def profile_table(out: str | Path, channels: Iterable[int], resolutions: Iterable[int],

@@ -36,34 +36,33 @@ __all__ = ["FOCUS_CHANNELS", "to_search_form", "to_detector_form", "search_resol
 FOCUS_CHANNELS = 12  # 3 RGB channels x 2 x 2 space-to-depth
 
 
-def to_search_form(blocks: Sequence[BlockSpec]) -> list[BlockSpec]:
-    """Detector form (stem from 3 RGB channels after Focus) -> search form (12-channel stem).
-    A structure already in search form is returned unchanged."""
+def _stem_input(blocks: Sequence[BlockSpec], want: int, other: int, forms: str
+                ) -> list[BlockSpec]:
+    """``blocks`` with the stem taking ``want`` channels (from ``other``; unchanged when it
+    already takes ``want``)."""
     blocks = list(blocks)
     stem = blocks[0]
     if stem.kind != STEM:
         raise ValueError("structure must start with a stem block")
-    if stem.in_channels == 3:
-        blocks[0] = replace(stem, in_channels=FOCUS_CHANNELS)
-    elif stem.in_channels != FOCUS_CHANNELS:
-        raise ValueError(f"stem takes {stem.in_channels} channels; expected 3 (detector form) "
-                         f"or {FOCUS_CHANNELS} (search form)")
+    if stem.in_channels == other:
+        blocks[0] = replace(stem, in_channels=want)
+    elif stem.in_channels != want:
+        raise ValueError(f"stem takes {stem.in_channels} channels; expected {forms}")
     return blocks
+
+
+def to_search_form(blocks: Sequence[BlockSpec]) -> list[BlockSpec]:
+    """Detector form (stem from 3 RGB channels after Focus) -> search form (12-channel stem).
+    A structure already in search form is returned unchanged."""
+    return _stem_input(blocks, FOCUS_CHANNELS, 3,
+                       f"3 (detector form) or {FOCUS_CHANNELS} (search form)")
 
 
 def to_detector_form(blocks: Sequence[BlockSpec]) -> list[BlockSpec]:
     """Search form (12-channel stem) -> detector form (3-channel stem behind a Focus layer).
     A structure already in detector form is returned unchanged."""
-    blocks = list(blocks)
-    stem = blocks[0]
-    if stem.kind != STEM:
-        raise ValueError("structure must start with a stem block")
-    if stem.in_channels == FOCUS_CHANNELS:
-        blocks[0] = replace(stem, in_channels=3)
-    elif stem.in_channels != 3:
-        raise ValueError(f"stem takes {stem.in_channels} channels; expected {FOCUS_CHANNELS} "
-                         f"(search form) or 3 (detector form)")
-    return blocks
+    return _stem_input(blocks, 3, FOCUS_CHANNELS,
+                       f"{FOCUS_CHANNELS} (search form) or 3 (detector form)")
 
 
 def search_resolution(image_size: int) -> int:
