@@ -51,6 +51,7 @@ class DetectionDataset(Dataset):
         self.epoch = 0
         self.progress = 1.0
         self.strong = self.train
+        self._cache: list[np.ndarray] | None = None  # decoded images (cache_images)
         self._labelled = np.array([i for i, r in enumerate(self.records) if len(r.labels)], np.int64)
         a = self.aug
         self._sada = SADA(a.sada_box_prob, a.sada_num_subpolicies, a.sada_scale_splits,
@@ -90,8 +91,7 @@ class DetectionDataset(Dataset):
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         r = self.records[i]
-        cache = getattr(self, "_cache", None)
-        img = cache[i].copy() if cache is not None else read_image(r.path)
+        img = self._cache[i].copy() if self._cache is not None else read_image(r.path)
         boxes = r.boxes
         if img.shape[:2] != (r.height, r.width) and len(boxes):
             # the annotation's declared size differs from the file: boxes refer to the file

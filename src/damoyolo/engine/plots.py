@@ -6,9 +6,6 @@ folder) when matplotlib is installed (``pip install 'damoyolo[train]'``).
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import math
 from pathlib import Path
 
@@ -58,16 +55,11 @@ def plot_history(history: list[dict], path: str | Path) -> Path:
 def pr_curves(gt: dict, results: list[dict], iou: float = 0.5) -> dict[int, np.ndarray]:
     """Per category id: interpolated precision at the 101 COCO recall points (IoU ``iou``,
     all areas, 100 detections); -1 where the class has no ground truth."""
-    from ..eval.coco import _import_coco
-    COCO, COCOeval = _import_coco()
+    from ..eval.coco import run_cocoeval
     cats = sorted(c["id"] for c in gt.get("categories", []))
     if not results or not gt.get("annotations"):
         return {c: np.full(101, -1.0) for c in cats}
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(json.loads(json.dumps(gt)))
-        ev = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="bbox")
-        ev.evaluate()
-        ev.accumulate()
+    ev = run_cocoeval(gt, results)
     prec = np.asarray(ev.eval["precision"])  # (T, R, K, area, maxdet)
     t = int(np.argmin(np.abs(np.asarray(ev.params.iouThrs) - iou)))
     ids = list(ev.params.catIds)

@@ -45,6 +45,20 @@ def _import_coco():
     return COCO, COCOeval_faster
 
 
+def run_cocoeval(gt: dict, results: list[dict], summarize: bool = False):
+    """Evaluated and accumulated bbox ``COCOeval`` of ``results`` against the COCO dict ``gt``
+    (its printing silenced); ``ev.eval["precision"]`` is (T, R, K, area, maxdet)."""
+    COCO, COCOeval = _import_coco()
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(json.loads(json.dumps(gt)))
+        ev = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="bbox")
+        ev.evaluate()
+        ev.accumulate()
+        if summarize:
+            ev.summarize()
+    return ev
+
+
 def coco_metrics(gt: dict, results: list[dict], class_names: list[str] | None = None
                  ) -> tuple[dict[str, float], dict[str, float]]:
     """Score COCO-format ``results`` against the COCO dict ``gt``.
@@ -52,20 +66,13 @@ def coco_metrics(gt: dict, results: list[dict], class_names: list[str] | None = 
     Returns (metrics, per-class AP by name; names from ``class_names`` in category order or
     from ``gt['categories']``).
     """
-    COCO, COCOeval = _import_coco()
+    _import_coco()  # a clear error without faster-coco-eval, whatever the inputs
     cats = sorted(gt.get("categories", []), key=lambda c: c["id"])
     names = class_names if class_names and len(class_names) == len(cats) else \
         [c.get("name", str(c["id"])) for c in cats]
     if not results or not gt.get("annotations"):
         return {k: 0.0 for k in METRIC_NAMES}, {n: float("nan") for n in names}
-    sink = io.StringIO()
-    with contextlib.redirect_stdout(sink):
-        coco_gt = COCO(json.loads(json.dumps(gt)))
-        coco_dt = coco_gt.loadRes(results)
-        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
+    ev = run_cocoeval(gt, results, summarize=True)
     stats = [float(s) for s in ev.stats[:6]]
     metrics = {k: max(v, 0.0) for k, v in zip(METRIC_NAMES, stats)}
     prec = np.asarray(ev.eval["precision"])  # (T, R, K, area, maxdet)
