@@ -27,10 +27,11 @@ def _run(label: str, out: Path, model: str, data: Path, args, teacher: Path | No
     import damoyolo
     opt = "sgd" if model in ("damoyolo-t", "damoyolo-s", "damoyolo-m", "damoyolo-l") else "adamw"
     lr = args.lr_sgd if opt == "sgd" else args.lr_adamw
-    overrides = [f"train.nominal_batch={args.batch}", f"train.base_lr_per_img={lr / args.batch}",
-                 f"train.no_aug_epochs={args.no_aug}", f"train.warmup_epochs={args.warmup}",
-                 f"train.eval_interval={epochs}", "train.tensorboard=False", f"train.seed={args.seed}",
-                 f"train.ema_ramp={args.ema_ramp}"]  # eval once, at the end
+    from damoyolo.engine.api import short_run_overrides
+    overrides = short_run_overrides(args.batch, lr, no_aug_epochs=args.no_aug,
+                                    warmup_epochs=args.warmup,
+                                    eval_interval=epochs,  # eval once, at the end
+                                    tensorboard=False, seed=args.seed, ema_ramp=args.ema_ramp)
     if teacher is not None:
         overrides += [f"distill.method={method}", f"distill.weight={args.weight}"]
     t0 = time.time()

@@ -110,10 +110,10 @@ def _search(args, space: str, budget_layers: int, budget_ms: float, best: Path) 
 
 def _train(label: str, out: Path, data: Path, args, structure: Path | None) -> dict:
     import damoyolo
-    overrides = [f"train.nominal_batch={args.batch}", f"train.base_lr_per_img={args.lr / args.batch}",
-                 f"train.no_aug_epochs={args.no_aug}", f"train.warmup_epochs={args.warmup}",
-                 f"train.eval_interval={args.epochs}", "train.tensorboard=False",
-                 f"train.seed={args.seed}", f"train.ema_ramp={args.ema_ramp}"]
+    from damoyolo.engine.api import short_run_overrides
+    overrides = short_run_overrides(args.batch, args.lr, no_aug_epochs=args.no_aug,
+                                    warmup_epochs=args.warmup, eval_interval=args.epochs,
+                                    tensorboard=False, seed=args.seed, ema_ramp=args.ema_ramp)
     if structure is not None:
         overrides.append(f"model.backbone.structure={structure}")
     t0 = time.time()

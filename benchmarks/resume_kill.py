@@ -22,15 +22,16 @@ import sys
 import time
 from pathlib import Path
 
+from damoyolo.engine.api import short_run_overrides
+
 
 def _cmd(args, data: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "damoyolo", "train", "--model", args.model, "--data", str(data),
             "--epochs", str(args.epochs), "--batch", str(args.batch), "--imgsz", str(args.imgsz),
-            "--device", "cpu", "--workers", str(args.workers), "--output", str(out),
-            "--set", f"train.nominal_batch={args.batch}",
-            "--set", f"train.base_lr_per_img={2e-3 / args.batch}",
-            "--set", "train.warmup_epochs=1", "--set", "train.no_aug_epochs=1",
-            "--set", "train.eval_interval=1", "--set", "train.tensorboard=False"]
+            "--device", "cpu", "--workers", str(args.workers), "--output", str(out)] + \
+        [a for s in short_run_overrides(args.batch, 2e-3, warmup_epochs=1, no_aug_epochs=1,
+                                        eval_interval=1, tensorboard=False)
+         for a in ("--set", s)]
 
 
 def _epoch_of(ckpt: Path) -> int:

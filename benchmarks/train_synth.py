@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import damoyolo
     from damoyolo.data import synthesize
+    from damoyolo.engine.api import short_run_overrides
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "annotations" / "val.json").exists():
         synthesize(data, images=args.images, seed=args.seed, size=args.size)
     run = out / "train"
-    overrides = [f"train.nominal_batch={args.batch}", f"train.base_lr_per_img={args.lr / args.batch}",
-                 f"train.no_aug_epochs={args.no_aug}", "train.warmup_epochs=1",
-                 f"train.eval_interval={args.eval_every}", f"train.seed={args.seed}"]
+    overrides = short_run_overrides(args.batch, args.lr, no_aug_epochs=args.no_aug,
+                                    warmup_epochs=1, eval_interval=args.eval_every,
+                                    seed=args.seed)
     resume = run / "last.pt" if (run / "last.pt").exists() else None
     t0 = time.time()
     rec = damoyolo.train(model=args.model, data=data, epochs=args.epochs, batch=args.batch,

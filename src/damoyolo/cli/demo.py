@@ -108,10 +108,10 @@ def _full(args: argparse.Namespace) -> int:
     if run.exists():  # a fresh run each time (a killed demo does not resume half-way)
         import shutil
         shutil.rmtree(run)
-    sets = [f"train.nominal_batch={args.batch}", f"train.base_lr_per_img={args.lr / args.batch}",
-            "train.warmup_epochs=1", f"train.no_aug_epochs={max(1, args.epochs // 3)}",
-            f"train.eval_interval={args.epochs}", f"train.seed={args.seed}",
-            "train.tensorboard=False"]
+    from ..engine.api import short_run_overrides
+    sets = short_run_overrides(args.batch, args.lr, warmup_epochs=1,
+                               no_aug_epochs=max(1, args.epochs // 3),
+                               eval_interval=args.epochs, seed=args.seed, tensorboard=False)
     if cli(["train", "--model", args.model, "--data", str(data), "--epochs", str(args.epochs),
             "--batch", str(args.batch), "--imgsz", str(args.imgsz), "--device", args.device,
             "--workers", "1", "--output", str(run)] + sum((["--set", s] for s in sets), [])):

@@ -9,7 +9,19 @@ from typing import Any
 from ..config import ExperimentConfig, TrainConfig, apply_overrides
 from ..presets import get_preset
 
-__all__ = ["train_config_for", "experiment_config_for", "load_for_finetune", "train"]
+__all__ = ["train_config_for", "experiment_config_for", "load_for_finetune", "train",
+           "short_run_overrides"]
+
+
+def short_run_overrides(batch: int, lr: float, **train_fields: Any) -> list[str]:
+    """``--set`` strings for a short run at ``batch`` images per step: no gradient
+    accumulation (``nominal_batch = batch``) and learning rate ``lr`` at that batch, plus any
+    other ``train.*`` field given by keyword (``None`` leaves the recipe's value)::
+
+        short_run_overrides(16, 2e-3, warmup_epochs=1, no_aug_epochs=3, eval_interval=2)
+    """
+    sets = [f"train.nominal_batch={batch}", f"train.base_lr_per_img={lr / batch}"]
+    return sets + [f"train.{k}={v}" for k, v in train_fields.items() if v is not None]
 
 
 def train_config_for(preset: str) -> TrainConfig:
