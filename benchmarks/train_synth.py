@@ -8,11 +8,11 @@
 3. writes ``OUT/results.md`` (learning curve: epoch, wall-clock minutes, losses, mAP) and
    the trainer's plots (``OUT/train/results.png``, ``pr_curves.png``).
 
-The short-run schedule keeps the preset's model, optimizer (AdamW for the nano presets),
-augmentation recipe (Mosaic, Mixup, affine, SADA), EMA and warm-up/cosine shape, but sizes
-them for a few thousand iterations: no gradient accumulation (``nominal_batch = batch``),
-a learning rate for that batch (``--lr``), one warm-up epoch and ``--no-aug`` final epochs
-without strong augmentation.  Wall-clock time counts training and the evaluations.
+The run is the plain ``damoyolo train`` with the default ``auto`` recipe (warm-up, no-aug
+tail, EMA and learning rate sized for the run; see docs/training.md): the preset's model,
+optimizer (AdamW for the nano presets) and augmentation recipe (Mosaic, Mixup, affine,
+SADA).  ``--lr`` / ``--no-aug`` override the recipe's values when given.  Wall-clock time
+counts training and the evaluations.
 Killed runs continue from ``OUT/train/last.pt`` when started again with the same arguments.
 """
 
@@ -33,11 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=1000, help="synthetic images (train + val)")
     p.add_argument("--size", type=int, default=320, help="synthetic image long side")
     p.add_argument("--imgsz", type=int, default=320, help="training input size")
-    p.add_argument("--epochs", type=int, default=14)
-    p.add_argument("--no-aug", type=int, default=3, help="final epochs without strong aug")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3, help="learning rate at --batch")
-    p.add_argument("--eval-every", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=24)
+    p.add_argument("--no-aug", type=int, default=None,
+                   help="final epochs without strong aug (default: the recipe's)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: "
+                   "the recipe's)")
+    p.add_argument("--eval-every", type=int, default=4)
     p.add_argument("--budget-min", type=float, default=30.0,
                    help="the time budget the result is judged against (minutes)")
     p.add_argument("--workers", type=int, default=1)
@@ -49,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import damoyolo
     from damoyolo.data import synthesize
-    from damoyolo.engine.api import short_run_overrides
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -58,9 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "annotations" / "val.json").exists():
         synthesize(data, images=args.images, seed=args.seed, size=args.size)
     run = out / "train"
-    overrides = short_run_overrides(args.batch, args.lr, no_aug_epochs=args.no_aug,
-                                    warmup_epochs=1, eval_interval=args.eval_every,
-                                    seed=args.seed)
+    overrides = [f"train.eval_interval={args.eval_every}", f"train.seed={args.seed}",
+                 "train.tensorboard=False"]
+    if args.lr is not None:
+        overrides.append(f"train.lr={args.lr}")
+    if args.no_aug is not None:
+        overrides.append(f"train.no_aug_epochs={args.no_aug}")
     resume = run / "last.pt" if (run / "last.pt").exists() else None
     t0 = time.time()
     rec = damoyolo.train(model=args.model, data=data, epochs=args.epochs, batch=args.batch,

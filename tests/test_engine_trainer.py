@@ -32,10 +32,10 @@ def test_schedule_matches_release_formula():
 
 def test_recipes_and_param_groups():
     t = train_config_for("damoyolo-t")
-    assert (t.optimizer, t.weight_decay, t.momentum, t.batch_size) == ("sgd", 5e-4, 0.9, 256)
-    ns = train_config_for("damoyolo-ns")
-    assert ns.optimizer == "adamw" and ns.weight_decay == 1e-2
-    assert ns.base_lr_per_img * ns.batch_size == pytest.approx(4e-3)
+    assert (t.optimizer, t.weight_decay, t.momentum, t.recipe) == ("sgd", 5e-4, 0.9, "auto")
+    ns = train_config_for("damoyolo-ns", "release")
+    assert ns.optimizer == "adamw" and ns.weight_decay == 1e-2 and ns.recipe == "release"
+    assert ns.base_lr_per_img * 256 == pytest.approx(4e-3)  # the release's lr at batch 256
     m = _model()
     decay, no_decay = param_groups(m, 5e-4)
     n_bn_bias = sum(1 for n, p in m.named_parameters() if n.endswith("bias") or ".bn." in n

@@ -155,7 +155,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+_WORDS = {"true": True, "false": False, "none": None, "null": None}
+
+
 def _parse_value(text: str) -> Any:
+    if text.lower() in _WORDS:  # true / False / none / null, as YAML and JSON write them
+        return _WORDS[text.lower()]
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -248,50 +253,52 @@ def load_config(cls: type, path: str | Path) -> Any:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training loop hyper-parameters (defaults: the release's base recipe).
+    """Training loop hyper-parameters (a preset supplies the optimizer values of its release).
 
+    recipe: ``"auto"`` sizes warm-up, the no-aug tail, the EMA and gradient accumulation
+    for the run (the release's proportions, see :mod:`damoyolo.engine.schedule`);
+    ``"release"`` uses the release's values as they are.  ``None`` / 0 below means "set by
+    the recipe"; a value given here always wins.
     batch_size: images per iteration over all processes (split evenly across ranks).
-    nominal_batch: gradients are accumulated over ``ceil(nominal_batch / batch_size)``
-    iterations, and the learning rate is ``base_lr_per_img * batch_size * accumulation``.
+    nominal_batch: accumulate gradients over ``ceil(nominal_batch / batch_size)`` iterations
+    (0: none under ``auto``, 256 under ``release``).  The peak learning rate is ``lr`` when
+    given, else ``base_lr_per_img * batch_size * accumulation``, except AdamW under ``auto``
+    without accumulation: ``base_lr_per_img * 256``, the release's AdamW rate whatever the
+    batch (Adam's step size does not grow with the batch as SGD's does).
     The schedule (quadratic warm-up, cosine to ``min_lr_ratio``, flat during the last
-    ``no_aug_epochs``) is measured in iterations, so it does not depend on the batch size.
+    ``no_aug_epochs``) is measured in iterations.
+    channels_last: NHWC memory format for the model and batches (faster convolutions on CPU).
     """
 
+    recipe: str = "auto"
     epochs: int = 300
-    batch_size: int = 64
-    nominal_batch: int = 64
+    batch_size: int = 16
+    nominal_batch: int = 0
     base_lr_per_img: float = 0.01 / 64
+    lr: float | None = None  # peak lr; None: from base_lr_per_img (see engine.schedule)
     min_lr_ratio: float = 0.05
-    warmup_epochs: float = 5.0
+    warmup_epochs: float | None = None
     warmup_start_lr: float = 0.0
-    no_aug_epochs: int = 16
+    no_aug_epochs: int | None = None
     optimizer: str = "sgd"  # "sgd" (momentum, nesterov) or "adamw"
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
     ema: bool = True
-    ema_momentum: float = 0.9998
-    ema_ramp: float = 2000.0  # momentum * (1 - exp(-updates / ema_ramp))
-    amp: bool = True  # CUDA only; always off on CPU
+    ema_momentum: float | None = None  # release: 0.9998
+    ema_ramp: float | None = None  # momentum * (1 - exp(-updates / ema_ramp)); release: 2000
+    amp: bool = True  # float16 on CUDA; bfloat16 on AMX CPUs (not nano); see autocast_dtype
     grad_clip: float = 0.0  # 0 = off
     eval_interval: int = 10  # epochs; the last epoch is always evaluated
     seed: int = 1234
-    workers: int = 4
+    workers: int = 4  # at most the usable cores (see damoyolo.data.build_loader)
     device: str = ""  # "" = cuda when available (the local rank's GPU), else cpu
     sync_bn: bool = False
+    channels_last: bool = True
     output: str = "runs/train"
     tensorboard: bool = True
     cache_images: bool = False  # decode every training image once into RAM (before workers fork)
 
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """What ``damoyolo train`` runs: the model and the training loop (dotted overrides
-    ``model.head.num_classes=3``, ``train.epochs=10``)."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    distill: DistillConfig = field(default_factory=lambda: DistillConfig())  # section below
 
 # ============================================================================= data augmentation
 # (appended section: training-time augmentation; built per preset by
@@ -365,3 +372,17 @@ class DistillConfig:
     temperature: float = 1.0
     normalize: bool = True
     grad_clip: float = 30.0
+
+
+# ============================================================================ experiment
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """What ``damoyolo train`` runs: the model, the training loop, the augmentation and
+    distillation (dotted overrides ``model.head.num_classes=3``, ``train.epochs=10``,
+    ``aug.mosaic_prob=0.5``, ``distill.weight=1.0``)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    aug: AugmentConfig = field(default_factory=AugmentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)

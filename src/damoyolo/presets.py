@@ -11,46 +11,34 @@ import difflib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .config import BackboneConfig, HeadConfig, ModelConfig, NeckConfig
+from .config import (AugmentConfig, BackboneConfig, HeadConfig, ModelConfig, NeckConfig,
+                     TrainConfig)
 
 __all__ = ["Preset", "PRESETS", "get_preset", "preset_names"]
 
 
 @dataclass(frozen=True)
 class Preset:
+    """A published model: its architecture, its release's training and augmentation values,
+    and the published figures.  ``train`` holds the optimizer values of the release (the
+    schedule's length-dependent values are set by ``train.recipe``, see
+    :mod:`damoyolo.engine.schedule`)."""
+
     model: ModelConfig
     official_config: str  # official config / checkpoint stem
     published_params_m: float | None
     published_gflops: float
     published_map: float | None  # COCO val mAP@[.5:.95], None where not published
-    # official training recipe values (consumed by the training configuration)
-    recipe: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    aug: AugmentConfig = field(default_factory=AugmentConfig)
 
 
-def _recipe(**kw) -> MappingProxyType:
-    base = dict(
-        batch_size=256,
-        base_lr_per_img=0.01 / 64,
-        min_lr_ratio=0.05,
-        weight_decay=5e-4,
-        momentum=0.9,
-        warmup_epochs=5,
-        no_aug_epochs=16,
-        total_epochs=300,
-        optimizer="sgd",
-        mosaic_scale=(0.1, 2.0),
-        mixup_prob=0.15,
-        degrees=10.0,
-        translate=0.2,
-        shear=2.0,
-        keep_ratio=False,  # official base augmentation config; no preset overrides it
-    )
-    base.update(kw)
-    return MappingProxyType(base)
-
-
-_NANO_RECIPE = dict(base_lr_per_img=0.001 / 64, optimizer="adamw", adamw_lr=4e-3,
-                    adamw_weight_decay=1e-2, shear=0.2, keep_ratio=False)
+# the release's optimizers: SGD (lr 0.01 per 64 images, nesterov) for T-L; AdamW
+# (lr 0.001 per 64 images, weight decay 0.01) for the nano models
+_SGD = TrainConfig(optimizer="sgd", base_lr_per_img=0.01 / 64, weight_decay=5e-4, momentum=0.9,
+                   min_lr_ratio=0.05)
+_ADAMW = TrainConfig(optimizer="adamw", base_lr_per_img=0.001 / 64, weight_decay=1e-2,
+                     min_lr_ratio=0.05)
 
 
 def _nano(name, structure, focus, neck_out, head_kernel, official, params, gflops, mAP,
@@ -70,7 +58,8 @@ def _nano(name, structure, focus, neck_out, head_kernel, official, params, gflop
         published_params_m=params,
         published_gflops=gflops,
         published_map=mAP,
-        recipe=_recipe(**_NANO_RECIPE, mosaic_scale=mosaic_scale),
+        train=_ADAMW,
+        aug=AugmentConfig(mosaic_scale=mosaic_scale, shear=0.2),
     )
 
 
@@ -90,7 +79,8 @@ def _std(name, kind, structure, out_idx, act, neck_depth, neck_hidden, neck_out,
         published_params_m=params,
         published_gflops=gflops,
         published_map=mAP,
-        recipe=_recipe(shear=shear),
+        train=_SGD,
+        aug=AugmentConfig(shear=shear),
     )
 
 

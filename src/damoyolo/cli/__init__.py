@@ -55,14 +55,54 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _train_evaluates(args) -> bool:
+    """Whether a train / distill invocation will evaluate (``train.eval_interval`` > 0, the
+    default; the last epoch is always evaluated then).  False when the arguments are
+    invalid: ``run`` reports those first."""
+    if args.imgsz is not None and args.imgsz % 32:
+        return False
+    try:
+        from ..config import apply_overrides
+        from ..engine.api import experiment_config_for
+        exp = apply_overrides(experiment_config_for(args.model), list(args.overrides or []))
+        return int(exp.train.eval_interval) > 0
+    except Exception:  # unknown preset, bad override: run() says so
+        return False
+
+
+def _preflight(args) -> None:
+    """Fail before the work starts when an optional package it will need is missing."""
+    from .._optional import install_hint, is_available
+    if args.command in ("train", "distill") and not is_available("faster_coco_eval") \
+            and _train_evaluates(args):
+        # the last epoch is always evaluated: without this check the run dies after training
+        raise CLIError("evaluation during training needs the optional package faster-coco-eval "
+                       f"({install_hint('faster_coco_eval')}), or train without it: "
+                       "--set train.eval_interval=0")
+    if args.command == "demo" and not getattr(args, "smoke", False) \
+            and not is_available("faster_coco_eval"):
+        raise CLIError("the demo evaluates its model (mAP), which needs the optional package "
+                       f"faster-coco-eval ({install_hint('faster_coco_eval')}); "
+                       "`damoyolo demo --smoke` runs without it")
+    if args.command == "val" and not is_available("faster_coco_eval"):
+        raise CLIError("COCO evaluation needs the optional package faster-coco-eval "
+                       f"({install_hint('faster_coco_eval')})")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (also usable from tests as ``main([...])``)."""
+    """Entry point; returns the exit status (also usable from tests as ``main([...])``).
+
+    User errors and missing optional packages (with the extra that installs them) are
+    reported in one line, exit status 2.
+    """
     parser = _build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 1
+    from .._optional import missing_message
     try:
+        _preflight(args)
         return int(args._module.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -70,5 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, FileNotFoundError, KeyError, ValueError) as e:
         # user errors (bad paths, unknown names, invalid values) get one clear line
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"damoyolo {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        msg = missing_message(e)
+        if msg is None:  # not a missing optional package: a bug, keep the traceback
+            raise
         print(f"damoyolo {args.command}: error: {msg}", file=sys.stderr)
         return 2

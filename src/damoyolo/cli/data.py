@@ -21,6 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--images", type=int, default=200, help="total images (20%% go to val)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=int, default=640, help="long image side")
+    s.add_argument("--min-size", type=int, default=8,
+                   help="size floor in pixels of the generated image: every box is at least "
+                        "this wide and tall (default 8)")
+    s.add_argument("--classes", default=None,
+                   help="comma-separated subset of circle,triangle,square,star,cross,ring to "
+                        "draw (default: all six), e.g. --classes star for a one-class set")
     s.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     g = sub.add_parser("show", help="draw a grid of (augmented) samples with their boxes")
     g.add_argument("path")
@@ -68,7 +74,8 @@ def _synth(args) -> int:
 
     t0 = time.perf_counter()
     res = synthesize(args.out, images=args.images, seed=args.seed, size=args.size,
-                     workers=args.workers)
+                     workers=args.workers, min_size_px=args.min_size,
+                     classes=args.classes.split(",") if args.classes else None)
     print(f"wrote {res['train']} train + {res['val']} val images, {res['boxes']} boxes to "
           f"{args.out} in {time.perf_counter() - t0:.1f}s")
     return 0

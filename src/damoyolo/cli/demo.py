@@ -12,16 +12,23 @@ import argparse
 HELP = ("synthetic data -> train a few minutes on CPU -> val (mAP) -> predict a val image "
         "(no download)")
 
+# the demo's run: the plain `damoyolo train` command (auto recipe) on synthetic shapes
+DEFAULTS = {"images": 400, "imgsz": 256, "min_size": 16, "epochs": 10, "batch": 8}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="damoyolo-ns", help="preset (default damoyolo-ns)")
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--images", type=int, default=400, help="synthetic images (20%% val)")
-    p.add_argument("--imgsz", type=int, default=320, help="training / inference input size")
-    p.add_argument("--epochs", type=int, default=5, help="training epochs (a few minutes)")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3, help="learning rate at --batch")
+    p.add_argument("--images", type=int, default=DEFAULTS["images"],
+                   help="synthetic images (20%% val)")
+    p.add_argument("--imgsz", type=int, default=DEFAULTS["imgsz"],
+                   help="image size of the synthetic data, and training / inference input size")
+    p.add_argument("--min-size", type=int, default=DEFAULTS["min_size"],
+                   help="smallest object side in pixels of the synthetic images")
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"],
+                   help="training epochs (a few minutes)")
+    p.add_argument("--batch", type=int, default=DEFAULTS["batch"])
     p.add_argument("--conf", type=float, default=0.3, help="score threshold of the drawing")
     p.add_argument("--device", default="cpu")
     p.add_argument("--smoke", action="store_true",
@@ -98,20 +105,24 @@ def _full(args: argparse.Namespace) -> int:
         print(f"\n== {title} ({time.time() - t0:.0f} s)", flush=True)
 
     stage(f"1/4 synthetic dataset: {args.images} images -> {data}")
-    if (data / "annotations" / "val.json").exists():
-        print(f"{data} exists: reused")
-    elif cli(["data", "synth", str(data), "--images", str(args.images), "--seed",
-              str(args.seed), "--size", str(args.imgsz)]):
-        return 1
+    params = {"images": args.images, "seed": args.seed, "size": args.imgsz,
+              "min_size": args.min_size}
+    stamp = data / "demo_params.json"
+    if ((data / "annotations" / "val.json").exists() and stamp.exists()
+            and json.loads(stamp.read_text()) == params):
+        print(f"{data} exists (same parameters): reused")
+    else:
+        if cli(["data", "synth", str(data), "--images", str(args.images), "--seed",
+                str(args.seed), "--size", str(args.imgsz), "--min-size", str(args.min_size)]):
+            return 1
+        stamp.write_text(json.dumps(params))
     stage(f"2/4 train {args.model} at {args.imgsz} for {args.epochs} epochs on {args.device}")
     run = out / "train"
     if run.exists():  # a fresh run each time (a killed demo does not resume half-way)
         import shutil
         shutil.rmtree(run)
-    from ..engine.api import short_run_overrides
-    sets = short_run_overrides(args.batch, args.lr, warmup_epochs=1,
-                               no_aug_epochs=max(1, args.epochs // 3),
-                               eval_interval=args.epochs, seed=args.seed, tensorboard=False)
+    sets = [f"train.eval_interval={args.epochs}", f"train.seed={args.seed}",
+            "train.tensorboard=False"]
     if cli(["train", "--model", args.model, "--data", str(data), "--epochs", str(args.epochs),
             "--batch", str(args.batch), "--imgsz", str(args.imgsz), "--device", args.device,
             "--workers", "1", "--output", str(run)] + sum((["--set", s] for s in sets), [])):

@@ -9,7 +9,12 @@ def add_arguments(p, teacher_required: bool = False) -> None:
     p.add_argument("--model", default="damoyolo-t", help="preset name (default damoyolo-t)")
     p.add_argument("--data", required=True, help="dataset path (COCO json, YOLO or VOC folder)")
     p.add_argument("--epochs", type=int, help="total epochs (default: the preset's recipe)")
-    p.add_argument("--batch", type=int, help="images per iteration over all processes")
+    p.add_argument("--batch", type=int, help="images per iteration over all processes "
+                   "(default 16)")
+    p.add_argument("--recipe", choices=("auto", "release"), default="auto",
+                   help="auto (default): warm-up, no-aug tail, EMA and accumulation sized "
+                   "for this run; release: the release's values (300-epoch COCO schedule, "
+                   "batch 256 by accumulation)")
     p.add_argument("--imgsz", type=int, help="square input size (multiple of 32)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--workers", type=int, help="data-loading worker processes")
@@ -35,7 +40,7 @@ def run(args) -> int:
                     imgsz=args.imgsz, device=args.device, workers=args.workers,
                     overrides=args.overrides, weights=args.weights, resume=args.resume,
                     output=args.output, teacher=args.teacher,
-                    teacher_model=args.teacher_model)
+                    teacher_model=args.teacher_model, recipe=args.recipe)
     except ConfigError as e:
         raise ValueError(str(e)) from None
     except TrainingDiverged as e:

@@ -22,16 +22,13 @@ __all__ = [
 
 
 def augment_config_for(preset: str, **overrides) -> AugmentConfig:
-    """The official augmentation recipe of a preset (``damoyolo-t``, ``ns``, ...) as an
+    """The release's augmentation recipe of a preset (``damoyolo-t``, ``ns``, ...) as an
     :class:`AugmentConfig`; keyword arguments override fields."""
+    import dataclasses
+
     from ..presets import get_preset
 
-    r = get_preset(preset).recipe
-    kw = dict(mosaic_scale=tuple(r["mosaic_scale"]), mixup_prob=float(r["mixup_prob"]),
-              degrees=float(r["degrees"]), translate=float(r["translate"]),
-              shear=float(r["shear"]), keep_ratio=bool(r["keep_ratio"]))
-    kw.update(overrides)
-    return AugmentConfig(**kw)
+    return dataclasses.replace(get_preset(preset).aug, **overrides)
 
 
 def synthesize(*args, **kwargs):

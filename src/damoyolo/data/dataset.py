@@ -3,11 +3,20 @@
 Determinism: every sample draws its randomness from ``numpy.random.default_rng((seed, epoch,
 index))``, so a sample depends only on the dataset seed, the epoch (``set_epoch``) and its
 index -- not on the worker that produced it or on the worker count.
+
+Image cache (``DetectionDataset.cache_images``): every image decoded once, stored at the
+resolution the pipeline resizes it to, checked against the available memory first and shared
+by the ranks of a node (see :class:`ImageCache`).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import secrets
+import socket
+import time
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -17,12 +26,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import AugmentConfig
 from ..preprocess import read_image
-from .records import DatasetIndex
+from .records import DatasetError, DatasetIndex
 from .sada import SADA
 from .transforms import (filter_small, hflip, letterbox_to_input, mixup, mosaic, random_affine,
                          resize_image)
 
-__all__ = ["DetectionDataset", "collate", "build_loader", "SeededLoader", "EpochSampler"]
+__all__ = ["DetectionDataset", "collate", "build_loader", "SeededLoader", "EpochSampler",
+           "ImageCache", "usable_cpus", "max_loader_workers", "available_memory"]
 
 
 class DetectionDataset(Dataset):
@@ -51,7 +61,7 @@ class DetectionDataset(Dataset):
         self.epoch = 0
         self.progress = 1.0
         self.strong = self.train
-        self._cache: list[np.ndarray] | None = None  # decoded images (cache_images)
+        self._cache: ImageCache | None = None  # decoded images (cache_images)
         self._labelled = np.array([i for i, r in enumerate(self.records) if len(r.labels)], np.int64)
         a = self.aug
         self._sada = SADA(a.sada_box_prob, a.sada_num_subpolicies, a.sada_scale_splits,
@@ -75,27 +85,217 @@ class DetectionDataset(Dataset):
         self.progress = float(fraction)
 
     # -- loading --
-    def cache_images(self, progress: bool = False) -> int:
-        """Decode every image once and keep it in RAM (RGB uint8); returns the bytes held.
+    @property
+    def image_cache(self) -> "ImageCache | None":
+        """The :class:`ImageCache` filled by :meth:`cache_images` (None before)."""
+        return self._cache
 
-        Call before creating the loader: forked workers share the cache copy-on-write, so
-        the JPEG/PNG decoding (about half of the augmentation pipeline's time) is paid once
-        per run instead of once per sample and epoch.  Memory: sum of h x w x 3 bytes.
+    def _cache_keep_ratio(self) -> bool:
+        # the resize every load goes through: keep-ratio or stretch (evaluation: stretch)
+        return bool(self.aug.keep_ratio) if self.train else False
+
+    def cache_images(self, progress: bool = False, share: bool = True,
+                     cache_dir: str | Path | None = None, max_fraction: float = 0.8,
+                     threads: int | None = None) -> int:
+        """Decode every image once and keep it in RAM at the pipeline's resolution; returns
+        the bytes of the cache (one copy).  Decoding is about half of the augmentation
+        pipeline's time: it is then paid once per run instead of per sample and epoch.
+
+        Stored: each image as the pipeline resizes it -- stretched to the input size, or
+        fitted inside it keeping the ratio when ``aug.keep_ratio`` (evaluation datasets:
+        stretched) -- when that is smaller than the decoded image, else the decoded image
+        itself (e.g. a 640x480 COCO image for a 640x640 stretched input stays 640x480: the
+        upscale is cheaper redone per sample than held in memory).  Also kept as decoded:
+        keep-ratio sizes that the pipeline's resize would not map to themselves (integer
+        rounding, mostly extreme aspect ratios), so that a second resize never differs.
+
+        Same samples with and without the cache: a stored resized image is the pipeline's
+        own ``cv2.resize`` of the decoded file (bit-identical) and its boxes get the same
+        float32 scale factors (same expression), after which the pipeline's resize is the
+        identity; a decoded one goes through the pipeline unchanged.  Read from the file as
+        without the cache: mixup's partner image where it is stored resized (mixup resizes
+        the full-resolution image keep-ratio itself), and files larger than the index says
+        (they do not fit their planned slot; :meth:`ImageCache.summary` counts them).
+
+        Memory check before decoding: the bytes follow exactly from the index's image sizes
+        (every image's slot is planned from them and the allocation never exceeds the plan,
+        so no sampling is needed); available memory is psutil's, else /proc/meminfo
+        MemAvailable, lowered to the cgroup (container) limit (no check when none can be
+        read).  Raises :class:`DatasetError` when the cache would take more than
+        ``max_fraction`` of it, counting one copy per node when shared and one per rank on
+        the node otherwise.
+
+        Sharing: with a ``torch.distributed`` process group (``damoyolo.train`` creates it
+        before caching under torchrun), the first rank of each node decodes into a file in
+        ``cache_dir`` (default /dev/shm) that the other ranks of the node map read-only when
+        it is complete; the file is unlinked once every rank has mapped it (the mappings stay
+        valid), so only a run killed while the cache is built leaves a
+        ``damoyolo-cache-*.u8`` behind (a failed build leaves its one-line reason in
+        ``damoyolo-cache-*.error``, which the waiting ranks raise).  Without a process group, with ``share=False``, or
+        when cache_dir is missing or too small (Docker's default /dev/shm is 64 MB), every
+        rank holds its own copy and the check counts ``LOCAL_WORLD_SIZE`` ranks.
+
+        Call before creating the loader: forked workers read the cache without copying it
+        (a private buffer copy-on-write and never written, or the shared mapping); with the
+        spawn start method each worker receives a copy.  threads: decoding threads (default:
+        the usable cores, at most 16).
         """
-        it = range(len(self.records))
-        if progress:
-            from tqdm import tqdm
-            it = tqdm(it, desc="caching images", leave=False)
-        self._cache = [read_image(self.records[i].path) for i in it]
-        return int(sum(a.nbytes for a in self._cache))
+        keep = self._cache_keep_ratio()
+        plan, offsets = _plan_cache(self.records, self.input_size, keep)
+        total = int(offsets[-1])
+        g = _node_ranks()
+        root = Path(cache_dir) if cache_dir is not None else Path("/dev/shm")
+        shared = bool(share) and g["dist"] and g["local_world"] > 1 and _has_room(root, total)
+        if g["dist"]:
+            shared = all(_gather(shared))  # the same choice on every rank
+        copies = 1 if shared else g["local_world"]
+        avail, source = available_memory()
+        err = None
+        if avail is not None and total * copies > max_fraction * avail:
+            per, hint = _gib(total), ""
+            if copies > 1:
+                per = f"{per} per copy x {copies} ranks on this node = {_gib(total * copies)}"
+                hint = (f" (or give {root} room for one copy shared by the node's ranks)"
+                        if g["dist"] and share else
+                        " (or share=True: one copy per node)" if g["dist"] else
+                        " (or initialise torch.distributed first: the node's ranks then "
+                        "share one copy)")
+            err = (f"train.cache_images: caching {len(self.records)} images at "
+                   f"{self.input_size[0]}x{self.input_size[1]} needs about {per}, more than "
+                   f"{max_fraction:.0%} of the {_gib(avail)} of available memory ({source}); "
+                   f"train without it (--set train.cache_images=False), at a smaller input "
+                   f"size or on a machine with more memory{hint}")
+        if g["dist"]:
+            errs = [e for e in _gather(err) if e]
+            if errs:
+                raise DatasetError(err or errs[0])
+        elif err:
+            raise DatasetError(err)
 
-    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mine = not shared or g["local"] == 0  # this process decodes
+        show = progress and mine
+        path = None
+        if not shared:
+            buf = np.empty(total, np.uint8)
+            table = self._decode_into(buf, plan, offsets, keep, show, threads)
+        else:
+            token = _broadcast(secrets.token_hex(6))
+            path = root / f"damoyolo-cache-{token}-node{g['node']}.u8"
+            if mine:
+                table = self._build_shared(path, total, plan, offsets, keep, show, threads)
+            else:
+                table = _wait_shared(path)
+            buf = np.memmap(path, np.uint8, "r", shape=(total,)) if total else \
+                np.empty(0, np.uint8)
+            _gather(None)  # every rank of the node has mapped the file
+            if mine:
+                for f in (path, _meta_path(path)):
+                    f.unlink(missing_ok=True)
+        self._cache = ImageCache(table, offsets, buf, self.input_size, keep,
+                                 path=str(path) if path else None,
+                                 shared_by=g["local_world"] if shared else 1)
+        return self._cache.nbytes
+
+    def _build_shared(self, path: Path, total: int, plan, offsets, keep, show, threads):
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            if total:
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    try:  # reserve the space now: a full tmpfs would SIGBUS a mapping later
+                        os.posix_fallocate(fd, 0, total)
+                    except (AttributeError, OSError) as e:
+                        if getattr(e, "errno", None) == 28:  # ENOSPC
+                            raise DatasetError(f"train.cache_images: no room for "
+                                               f"{_gib(total)} in {path.parent}") from None
+                        os.ftruncate(fd, total)
+                finally:
+                    os.close(fd)
+                buf = np.memmap(tmp, np.uint8, "r+", shape=(total,))
+                table = self._decode_into(buf, plan, offsets, keep, show, threads)
+                buf.flush()
+                del buf
+            else:
+                tmp.touch()
+                table = plan.copy()
+            np.save(_meta_path(path).with_suffix(".tmp.npy"), table)
+            os.replace(_meta_path(path).with_suffix(".tmp.npy"), _meta_path(path))
+            os.replace(tmp, path)  # complete: the node's other ranks map it now
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            _meta_path(path).with_suffix(".tmp.npy").unlink(missing_ok=True)
+            _err_path(path).write_text(" ".join(str(e).split()) or type(e).__name__)
+            raise
+        return table
+
+    def _decode_into(self, buf: np.ndarray, plan: np.ndarray, offsets: np.ndarray,
+                     keep: bool, progress: bool, threads: int | None) -> np.ndarray:
+        """Decode every image into its slot of ``buf``; returns the table of what is stored."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        table = plan.copy()
+        table[:, 0] = _NOT_CACHED
+        size = self.input_size
+
+        def one(i: int) -> None:
+            img = read_image(self.records[i].path)
+            h0, w0 = img.shape[:2]
+            kind, h, w = _plan_entry(h0, w0, size, keep)
+            n = h * w * 3
+            if n > offsets[i + 1] - offsets[i]:  # larger than the index said: read from disk
+                table[i] = (_NOT_CACHED, 0, 0, h0, w0)
+                return
+            view = buf[offsets[i]:offsets[i] + n].reshape(h, w, 3)
+            # exactly resize_image's call (transforms.py): the pipeline's pixels
+            view[...] = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR) \
+                if kind == _FIT else img
+            table[i] = (kind, h, w, h0, w0)
+
+        n_threads = max(1, int(threads or min(16, usable_cpus())))
+        cv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)  # the parallelism is the decoding threads
+        bar = None
+        if progress:
+            try:
+                from tqdm import tqdm
+                bar = tqdm(total=len(self.records), desc="caching images", leave=False)
+            except ImportError:
+                pass
+        try:
+            with ThreadPoolExecutor(n_threads) as ex:
+                for _ in ex.map(one, range(len(self.records))):
+                    if bar is not None:
+                        bar.update()
+        finally:
+            cv2.setNumThreads(cv_threads)
+            if bar is not None:
+                bar.close()
+        return table
+
+    def _load(self, i: int, resized_ok: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image RGB uint8, boxes in its pixels, labels).  From the cache when there is one:
+        the decoded image, or with ``resized_ok`` one already at the pipeline's resolution
+        (boxes scaled like :func:`resize_image` does; the pipeline's resize then leaves both
+        unchanged)."""
         r = self.records[i]
-        img = self._cache[i].copy() if self._cache is not None else read_image(r.path)
+        c = self._cache
+        hit = c.get(i, resized_ok and c.matches(self.input_size, self._cache_keep_ratio())) \
+            if c is not None else None
+        if hit is None:
+            img = read_image(r.path)
+            h0, w0 = img.shape[:2]
+            resized = False
+        else:
+            img, resized, (h0, w0) = hit
+            img = img.copy()
         boxes = r.boxes
-        if img.shape[:2] != (r.height, r.width) and len(boxes):
+        if (h0, w0) != (r.height, r.width) and len(boxes):
             # the annotation's declared size differs from the file: boxes refer to the file
-            boxes = np.clip(boxes, 0, [img.shape[1], img.shape[0]] * 2).astype(np.float32)
+            boxes = np.clip(boxes, 0, [w0, h0] * 2).astype(np.float32)
+        if resized:  # resize_image's box arithmetic, same dtypes
+            nh, nw = img.shape[:2]
+            boxes = (boxes * np.array([nw / w0, nh / h0, nw / w0, nh / h0], dtype=np.float32)
+                     ).astype(np.float32)
         return img, boxes.copy(), r.labels.copy()
 
     def _rng(self, i: int) -> np.random.Generator:
@@ -103,12 +303,9 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
         r = self.records[i]
-        if not self.train:
+        if not self.train:  # straight INTER_LINEAR resize to the input size
             img, boxes, labels = self._load(i)
-            h0, w0 = img.shape[:2]
-            ih, iw = self.input_size
-            img = cv2.resize(img, (iw, ih), interpolation=cv2.INTER_LINEAR)
-            boxes = boxes * np.array([iw / w0, ih / h0, iw / w0, ih / h0], np.float32)
+            img, boxes = resize_image(img, boxes, self.input_size, keep_ratio=False)
         elif self.strong:
             img, boxes, labels = self._strong(i, self._rng(i))
         else:
@@ -135,7 +332,7 @@ class DetectionDataset(Dataset):
             img = letterbox_to_input(img, self.input_size, a.pad_value)
         if len(labels) and len(self._labelled) and rng.random() < a.mixup_prob:
             j = int(self._labelled[rng.integers(len(self._labelled))])
-            oimg, oboxes, olabels = self._load(j)
+            oimg, oboxes, olabels = self._load(j, resized_ok=False)  # mixup resizes it
             img, boxes, labels = mixup(img, boxes, labels, oimg, oboxes, olabels, self.input_size,
                                        a.mixup_scale, rng, a.pad_value)
         boxes, labels = filter_small(boxes, labels, 4.0)
@@ -152,6 +349,232 @@ def _to_sample(img: np.ndarray, boxes: np.ndarray, labels: np.ndarray, r) -> tup
     return t, {"boxes": torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4).copy()),
                "labels": torch.from_numpy(np.asarray(labels, np.int64).reshape(-1).copy()),
                "image_id": int(r.image_id), "orig_size": (int(r.height), int(r.width))}
+
+
+# ----------------------------------------------------------------------------- image cache
+
+_NOT_CACHED, _FULL, _FIT = 0, 1, 2  # ImageCache.table[:, 0]: read from disk / decoded / resized
+
+
+def _fit_hw(h0: int, w0: int, input_hw: tuple[int, int], keep_ratio: bool) -> tuple[int, int]:
+    """The (h, w) :func:`resize_image` produces from an (h0, w0) image (same arithmetic)."""
+    ih, iw = input_hw
+    if keep_ratio:
+        r = min(ih / h0, iw / w0)
+        return max(1, int(h0 * r)), max(1, int(w0 * r))
+    return ih, iw
+
+
+def _plan_entry(h0: int, w0: int, input_hw: tuple[int, int], keep_ratio: bool
+                ) -> tuple[int, int, int]:
+    """(kind, h, w) stored for an (h0, w0) image: resized when that is smaller and the
+    pipeline's resize maps the resized size to itself, else the decoded image."""
+    fh, fw = _fit_hw(h0, w0, input_hw, keep_ratio)
+    if fh * fw < h0 * w0 and _fit_hw(fh, fw, input_hw, keep_ratio) == (fh, fw):
+        return _FIT, fh, fw
+    return _FULL, h0, w0
+
+
+def _plan_cache(records, input_hw: tuple[int, int], keep_ratio: bool
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Planned table int64 (n, 5) ``kind, h, w, h0, w0`` from the index's image sizes, and
+    byte offsets int64 (n + 1,) of every image's slot in the flat buffer."""
+    table = np.zeros((len(records), 5), np.int64)
+    for k, r in enumerate(records):
+        table[k] = (*_plan_entry(int(r.height), int(r.width), input_hw, keep_ratio),
+                    r.height, r.width)
+    offsets = np.zeros(len(records) + 1, np.int64)
+    np.cumsum(table[:, 1] * table[:, 2] * 3, out=offsets[1:])
+    return table, offsets
+
+
+class ImageCache:
+    """Decoded images in one flat uint8 buffer (private, or a node-shared file mapping).
+
+    ``table[i] = (kind, h, w, h0, w0)``: kind 0 -- not cached (read from the file), 1 --
+    the decoded image (h0 x w0 = h x w), 2 -- resized to (h, w) as the pipeline does for
+    ``input_size`` / ``keep_ratio``; (h0, w0) is the decoded file's size.  Image ``i`` is
+    ``buf[offsets[i]:offsets[i] + h*w*3]`` as (h, w, 3) RGB.
+    """
+
+    def __init__(self, table: np.ndarray, offsets: np.ndarray, buf: np.ndarray,
+                 input_size: tuple[int, int], keep_ratio: bool, path: str | None = None,
+                 shared_by: int = 1) -> None:
+        self.table, self.offsets, self.buf = table, offsets, buf
+        self.input_size, self.keep_ratio = tuple(input_size), bool(keep_ratio)
+        self.path, self.shared_by = path, int(shared_by)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i: int) -> np.ndarray | None:
+        """The stored image ``i`` (read-only view; None when not cached)."""
+        hit = self.get(i)
+        return None if hit is None else hit[0]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.offsets[-1])
+
+    def matches(self, input_size: tuple[int, int], keep_ratio: bool) -> bool:
+        """Whether the resized entries are the pipeline's for this input size / resize."""
+        return tuple(input_size) == self.input_size and bool(keep_ratio) == self.keep_ratio
+
+    def get(self, i: int, resized_ok: bool = True
+            ) -> tuple[np.ndarray, bool, tuple[int, int]] | None:
+        """(read-only view of the image, whether it is resized, decoded (h0, w0)), or None
+        when image ``i`` is not cached (or only resized and ``resized_ok`` is False)."""
+        kind, h, w, h0, w0 = (int(v) for v in self.table[i])
+        if kind == _NOT_CACHED or (kind == _FIT and not resized_ok):
+            return None
+        o = int(self.offsets[i])
+        return self.buf[o:o + h * w * 3].reshape(h, w, 3), kind == _FIT, (h0, w0)
+
+    def summary(self) -> str:
+        kinds = self.table[:, 0]
+        where = (f"one copy shared by the node's {self.shared_by} ranks" if self.shared_by > 1
+                 else "in this process")
+        return (f"image cache: {len(self)} images, {_gib(self.nbytes)} ({where}): "
+                f"{int((kinds == _FIT).sum())} at the {self.input_size[0]}x{self.input_size[1]} "
+                f"input resolution, {int((kinds == _FULL).sum())} at their decoded size "
+                f"(not larger), {int((kinds == _NOT_CACHED).sum())} read from disk")
+
+    def __getstate__(self) -> dict:  # spawn-started workers: re-map the file while it exists
+        st = self.__dict__.copy()
+        if self.path is not None and os.path.exists(self.path):
+            st["buf"] = None
+        else:
+            st["buf"] = np.asarray(self.buf)
+        return st
+
+    def __setstate__(self, st: dict) -> None:
+        self.__dict__.update(st)
+        if self.buf is None:
+            self.buf = np.memmap(self.path, np.uint8, "r", shape=(self.nbytes,))
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
+
+
+def _meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".meta.npy")
+
+
+def _err_path(path: Path) -> Path:
+    return path.with_name(path.name + ".error")
+
+
+def _has_room(root: Path, nbytes: int) -> bool:
+    """``root`` is a writable folder with ``nbytes`` free (plus 64 MiB)."""
+    try:
+        st = os.statvfs(root)
+    except (OSError, AttributeError):
+        return False
+    return os.access(root, os.W_OK) and st.f_bavail * st.f_frsize >= nbytes + 2**26
+
+
+def _wait_shared(path: Path, poll_s: float = 0.2) -> np.ndarray:
+    """Wait for the node's first rank to finish the cache file; returns its table.
+
+    No timeout: if that rank dies, the launcher (torchrun) stops the others."""
+    while True:
+        if _err_path(path).exists():
+            raise DatasetError(f"train.cache_images failed on the node's first rank: "
+                               f"{_err_path(path).read_text().strip()}")
+        if path.exists():  # renamed into place after its table: complete
+            return np.load(_meta_path(path))
+        time.sleep(poll_s)
+
+
+def _node_ranks() -> dict:
+    """This process's place among the ranks of its node: ``dist`` (a process group with
+    more than one rank), ``local`` (index on the node), ``local_world`` (ranks on the node)
+    and ``node`` (the node's first global rank).  With a process group the node is found by
+    host name; without one, from LOCAL_RANK / LOCAL_WORLD_SIZE (torchrun's variables)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        host = socket.gethostname()
+        hosts = _gather(host)
+        same = [k for k, h in enumerate(hosts) if h == host]
+        return {"dist": True, "local": same.index(dist.get_rank()), "local_world": len(same),
+                "node": same[0]}
+    return {"dist": False, "local": _env_int("LOCAL_RANK", 0),
+            "local_world": _env_int("LOCAL_WORLD_SIZE", 1), "node": 0}
+
+
+def _gather(obj: Any) -> list:
+    import torch.distributed as dist
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _broadcast(obj: Any) -> Any:
+    import torch.distributed as dist
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return max(int(os.environ.get(name, default)), 0) or default
+    except ValueError:
+        return default
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _cgroup_available() -> int | None:
+    """Memory left under this process's cgroup limit (v2, else v1), page cache counted as
+    free; None without a limit."""
+    for limit_f, usage_f, stat_f, key in (
+            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current",
+             "/sys/fs/cgroup/memory.stat", "inactive_file"),
+            ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+             "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+             "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file")):
+        limit, usage = _read_int(limit_f), _read_int(usage_f)
+        if limit is None or usage is None or limit >= 2**60:
+            continue
+        inactive = 0
+        try:
+            for line in Path(stat_f).read_text().splitlines():
+                k, _, v = line.partition(" ")
+                if k == key and v.strip().isdigit():
+                    inactive = int(v)
+        except OSError:
+            pass
+        return max(0, limit - max(0, usage - inactive))
+    return None
+
+
+def available_memory() -> tuple[int | None, str]:
+    """(bytes available to this process, where the figure comes from); (None, ...) when
+    unknown.  psutil when installed, else /proc/meminfo MemAvailable, lowered to the cgroup
+    limit (containers)."""
+    avail, source = None, "unknown"
+    try:
+        import psutil
+        avail, source = int(psutil.virtual_memory().available), "psutil"
+    except ImportError:
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    avail, source = int(line.split()[1]) * 1024, "/proc/meminfo MemAvailable"
+        except (OSError, ValueError, IndexError):
+            pass
+    cg = _cgroup_available()
+    if cg is not None and (avail is None or cg < avail):
+        avail, source = cg, "cgroup memory limit"
+    return avail, source
 
 
 def collate(batch: list[tuple[torch.Tensor, dict]], size_divisible: int = 32
@@ -216,15 +639,39 @@ class SeededLoader(DataLoader):
             self.dataset.set_epoch(epoch)
 
 
+def usable_cpus() -> int:
+    """CPU cores this process may run on: its affinity mask (taskset, cpusets, SLURM), else
+    ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def max_loader_workers() -> int:
+    """Most loader workers per process: the usable cores divided by the processes of this
+    node (``LOCAL_WORLD_SIZE``, set by torchrun), at least 1."""
+    return max(1, usable_cpus() // _env_int("LOCAL_WORLD_SIZE", 1))
+
+
 def build_loader(dataset: Dataset, batch_size: int, workers: int = 0, shuffle: bool = False,
                  seed: int = 0, drop_last: bool = False, sampler: Sampler | None = None
                  ) -> SeededLoader:
     """A multi-worker loader deterministic for a given seed (and any worker count).
 
+    ``workers`` is an upper bound: it is lowered to :func:`max_loader_workers` -- the usable
+    cores (``os.sched_getaffinity``, else ``os.cpu_count()``) divided by the ranks on this
+    node (``LOCAL_WORLD_SIZE`` under torchrun), at least 1 -- so the default of 4 never
+    oversubscribes a small machine or a node shared by several ranks (samples do not depend
+    on the worker count).  No core is held back for the main process: it mostly waits --
+    for the accelerator or for the workers -- and the usual caps (YOLOv5 / ultralytics) are
+    the same cores-per-rank figure.  ``workers=0`` loads in this process.
+
     ``sampler`` (e.g. a ``DistributedSampler``) replaces the built-in :class:`EpochSampler`;
     its ``set_epoch`` is called by ``loader.set_epoch``.  With ``workers > 0`` OpenCV is set to
     one thread in this process (its thread pool deadlocks forked workers).
     """
+    workers = min(int(workers), max_loader_workers()) if workers > 0 else 0
     if sampler is None:
         sampler = EpochSampler(len(dataset), seed=seed, shuffle=shuffle)
     if workers > 0:

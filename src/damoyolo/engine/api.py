@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig, TrainConfig, apply_overrides
+from ..config import ConfigError, ExperimentConfig, TrainConfig, apply_overrides
 from ..presets import get_preset
 
 __all__ = ["train_config_for", "experiment_config_for", "load_for_finetune", "train",
@@ -24,21 +24,19 @@ def short_run_overrides(batch: int, lr: float, **train_fields: Any) -> list[str]
     return sets + [f"train.{k}={v}" for k, v in train_fields.items() if v is not None]
 
 
-def train_config_for(preset: str) -> TrainConfig:
-    """The release's training recipe of a preset as a :class:`TrainConfig`."""
-    r = get_preset(preset).recipe
-    adamw = r.get("optimizer", "sgd") == "adamw"
-    return TrainConfig(
-        epochs=int(r["total_epochs"]), batch_size=int(r["batch_size"]),
-        nominal_batch=int(r["batch_size"]), base_lr_per_img=float(r["base_lr_per_img"]),
-        min_lr_ratio=float(r["min_lr_ratio"]), warmup_epochs=float(r["warmup_epochs"]),
-        no_aug_epochs=int(r["no_aug_epochs"]), optimizer=str(r["optimizer"]),
-        momentum=float(r["momentum"]),
-        weight_decay=float(r["adamw_weight_decay"] if adamw else r["weight_decay"]))
+def train_config_for(preset: str, recipe: str = "auto") -> TrainConfig:
+    """A preset's training configuration: the release's optimizer values, with the schedule
+    sized by ``recipe`` (``"auto"``: fitted to the run; ``"release"``: the release's values,
+    see :mod:`damoyolo.engine.schedule`)."""
+    from .schedule import RECIPES
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+    return dataclasses.replace(get_preset(preset).train, recipe=recipe)
 
 
-def experiment_config_for(preset: str) -> ExperimentConfig:
-    return ExperimentConfig(model=get_preset(preset).model, train=train_config_for(preset))
+def experiment_config_for(preset: str, recipe: str = "auto") -> ExperimentConfig:
+    p = get_preset(preset)
+    return ExperimentConfig(model=p.model, train=train_config_for(preset, recipe), aug=p.aug)
 
 
 def load_for_finetune(weights: str | Path, model: str | Any, class_names: list[str]):
@@ -61,19 +59,22 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
           workers: int | None = None, overrides: list[str] | dict | None = None,
           weights: str | Path | None = None, resume: str | Path | None = None,
           output: str | Path | None = None, progress: bool = True,
-          teacher: str | Path | None = None, teacher_model: str | None = None) -> dict:
+          teacher: str | Path | None = None, teacher_model: str | None = None,
+          recipe: str = "auto") -> dict:
     """Train a preset on a dataset (COCO json, YOLO txt or Pascal VOC) with the preset's recipe.
 
-    batch: images per iteration over all processes; the recipe's batch is reached by gradient
-    accumulation (``train.nominal_batch``).  overrides: dotted ``key=value`` strings on
-    :class:`~damoyolo.config.ExperimentConfig` (``train.epochs=10``, ``model.head.reg_max=...``).
+    batch: images per iteration over all processes (default 16).  recipe: ``"auto"`` sizes
+    warm-up, the no-aug tail, EMA and accumulation for the run; ``"release"`` uses the
+    release's values (accumulating to its batch of 256); see :mod:`damoyolo.engine.schedule`.
+    overrides: dotted ``key=value`` strings on :class:`~damoyolo.config.ExperimentConfig`
+    (``train.epochs=10``, ``aug.mosaic_prob=0.5``, ``model.head.reg_max=...``).
     weights: fine-tune from this checkpoint; resume: continue a run from its ``last.pt``.
     teacher: distil from this teacher (checkpoint, ours or official, or preset name;
     ``distill.teacher``); teacher_model: architecture of an official teacher checkpoint.
     The ``distill.*`` overrides set the method, weight and schedule (see docs/distillation.md).
     Returns the last epoch's record (mean losses, learning rate, ``val_*`` metrics).
     """
-    exp = experiment_config_for(model)
+    exp = experiment_config_for(model, recipe)
     direct: dict[str, Any] = {}
     if epochs is not None:
         direct["train.epochs"] = epochs
@@ -102,7 +103,7 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
                            exp.distill)
 
     from ..checkpoint import build_model
-    from ..data import DetectionDataset, augment_config_for, build_loader, load_dataset
+    from ..data import DetectionDataset, build_loader, load_dataset
     from .trainer import Trainer
 
     train_idx = load_dataset(data, split="train")
@@ -119,17 +120,21 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
         net = load_for_finetune(weights, cfg_model, names)
     else:
         net = build_model(cfg_model, class_names=names)
-    aug = augment_config_for(get_preset(model).model.name)
+    aug = exp.aug
     size = tuple(cfg_model.input_size)
     tcfg = exp.train
     if task is not None and exp.distill.grad_clip > 0:
         tcfg = dataclasses.replace(tcfg, grad_clip=exp.distill.grad_clip)
     train_set = DetectionDataset(train_idx, input_size=size, train=True, aug=aug, seed=tcfg.seed)
     val_set = DetectionDataset(val_idx, input_size=size, train=False, aug=None, seed=tcfg.seed)
-    if tcfg.cache_images:
-        nbytes = train_set.cache_images(progress=progress)
-        if progress:
-            print(f"cached {len(train_set)} training images in RAM ({nbytes / 2**30:.2f} GiB)")
+    if tcfg.cache_images:  # memory-checked first; one copy per node under torchrun
+        import os as _os
+        if int(_os.environ.get("WORLD_SIZE", "1")) > 1:  # the ranks share it via the group
+            from .distributed import init_distributed
+            init_distributed(tcfg.device)  # the Trainer's own call then finds it joined
+        train_set.cache_images(progress=progress)
+        if progress and int(_os.environ.get("LOCAL_RANK", "0")) == 0:
+            print(train_set.image_cache.summary(), flush=True)
     trainer = Trainer(net, train_set, tcfg, val_set=val_set, val_gt=val_idx.to_coco_dict(),
                       category_ids=train_idx.category_ids, loader_fn=build_loader,
                       resume=resume, progress=progress, task=task)

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._optional import import_optional
 from ..ops.boxes import distance_to_bbox
 
 __all__ = ["MODES", "ExportError", "RawExport", "RawHeadsExport", "export_onnx",
@@ -208,7 +209,7 @@ def _simplify(model):
         import onnxslim
     except ImportError:
         warnings.warn("onnxslim is not installed: exporting without graph simplification "
-                      "(pip install onnxslim)", stacklevel=3)
+                      "(pip install 'damoyolo[export]')", stacklevel=3)
         return model
     return onnxslim.slim(model)
 
@@ -225,7 +226,7 @@ def _set_metadata(model, meta: dict) -> None:
 
 def read_metadata(path: str | Path) -> dict:
     """The ``damoyolo`` metadata of an exported ONNX file (error if absent)."""
-    import onnx
+    onnx = import_optional("onnx", "reading an ONNX file")
     m = onnx.load(str(path), load_external_data=False)
     for e in m.metadata_props:
         if e.key == "damoyolo":
@@ -244,7 +245,7 @@ def export_onnx(model: nn.Module, path: str | Path, imgsz: tuple[int, int] | Non
     dynamic: symbolic batch dimension (``batch`` is then only the tracing size).
     conf_thresh/iou_thresh: end-to-end thresholds (default: the preset's).
     """
-    import onnx
+    onnx = import_optional("onnx", "ONNX export")
 
     if mode not in MODES:
         raise ExportError(f"unknown ONNX mode {mode!r}; valid: {', '.join(MODES)}")

@@ -24,8 +24,8 @@ def _require_openvino():
     try:
         import openvino
     except ImportError:
-        raise ExportError("OpenVINO export needs the openvino package: pip install openvino"
-                          ) from None
+        raise ExportError("OpenVINO export needs the optional package openvino "
+                          "(pip install 'damoyolo[export]')") from None
     return openvino
 
 

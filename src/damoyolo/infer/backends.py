@@ -104,7 +104,8 @@ class OnnxRuntimeBackend(Backend):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise BackendError("the onnxruntime backend needs: pip install onnxruntime") from None
+            raise BackendError("the onnxruntime backend needs the optional package onnxruntime "
+                               "(pip install 'damoyolo[export]')") from None
         from ..export.onnx import read_metadata
 
         self.meta = read_metadata(path)
@@ -143,7 +144,8 @@ class OpenVINOBackend(Backend):
         try:
             import openvino as ov
         except ImportError:
-            raise BackendError("the openvino backend needs: pip install openvino") from None
+            raise BackendError("the openvino backend needs the optional package openvino "
+                               "(pip install 'damoyolo[export]')") from None
         from ..export.onnx import read_metadata
         from ..export.openvino import read_openvino_metadata
 

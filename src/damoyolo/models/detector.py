@@ -22,14 +22,6 @@ from .reparam import reparameterize
 __all__ = ["DAMOYOLO"]
 
 
-def _init_backbone_neck(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
 class DAMOYOLO(nn.Module):
     """DAMO-YOLO detector built from a :class:`~damoyolo.config.ModelConfig`.
 
@@ -59,8 +51,6 @@ class DAMOYOLO(nn.Module):
         h = cfg.head
         self.head = ZeroHead(self.neck.out_channels, num_classes=h.num_classes,
                              reg_max=h.reg_max, kernel_size=h.kernel_size, strides=h.strides)
-        _init_backbone_neck(self.backbone)
-        _init_backbone_neck(self.neck)
 
     @property
     def num_classes(self) -> int:

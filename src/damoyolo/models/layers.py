@@ -202,6 +202,10 @@ class DWSepConv(nn.Module):
         self.dw = ConvBNAct(in_channels, in_channels, kernel_size, stride, groups=in_channels,
                             act=act)
         self.pw = ConvBNAct(in_channels, out_channels, 1, act=act)
+        # the release initialises both convolutions of this block (its neck down-sampler)
+        # with Kaiming-normal fan_out (ReLU gain), unlike its other convolutions
+        for conv in (self.dw.conv, self.pw.conv):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pw(self.dw(x))

@@ -72,6 +72,10 @@ class _TinyNAS(nn.Module):
         if bad:
             raise ValueError(f"out_indices {bad} out of range for {len(self.stages)} stages")
 
+    def init_weights(self) -> None:
+        """The release's initialisation: torch's default for the ResNet-like and CSP-like
+        families (nothing to redo after construction)."""
+
     def forward(self, x: Tensor) -> list[Tensor]:
         feats = []
         for i, stage in enumerate(self.stages):
@@ -183,6 +187,22 @@ class TinyNASMob(_TinyNAS):
         self.stages = nn.ModuleList(stages)
         self.stage_channels = [s.out_channels for s in structure]
         self._check_indices()
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """The release's rule for the mobile family: every convolution N(0, 1 / fan-in
+        channels) (``weight.shape[1]``: 1 for a depthwise conv, so std 1), biases 0;
+        BatchNorm weight 1, bias 1e-4, running mean 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 1.0 / m.weight.shape[1])
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.constant_(m.bias, 1e-4)
+                nn.init.zeros_(m.running_mean)
 
 
 BACKBONES: dict[str, type[_TinyNAS]] = {"res": TinyNASRes, "csp": TinyNASCSP, "mob": TinyNASMob}
