@@ -20,7 +20,7 @@ def test_release_recipe_is_the_release():
     assert s.warmup_iters == 5 * s.iters_per_epoch
     assert s.no_aug_epochs == 16
     assert (s.ema_ramp, s.ema_momentum) == (2000.0, 0.9998)
-    assert s.auto == ()
+    assert s.auto == () and s.precise_bn == 0
 
 
 def test_auto_equals_release_on_a_release_length_run():
@@ -38,7 +38,8 @@ def test_auto_small_dataset_keeps_every_phase():
     assert s.no_aug_epochs == 6  # min(20 steps, 10% of the epochs) beats 16/300 of them
     assert s.cosine_iters == 120 - 12 - 12 > 0
     assert s.ema_ramp == 10.0 and s.ema_momentum == pytest.approx(0.9)
-    assert set(s.auto) == {"accumulate", "warmup", "no_aug", "ema"}
+    assert set(s.auto) == {"accumulate", "warmup", "no_aug", "ema", "precise_bn"}
+    assert s.precise_bn == 256
     assert s.warnings() == []
 
 

@@ -268,6 +268,9 @@ class TrainConfig:
     The schedule (quadratic warm-up, cosine to ``min_lr_ratio``, flat during the last
     ``no_aug_epochs``) is measured in iterations.
     channels_last: NHWC memory format for the model and batches (faster convolutions on CPU).
+    precise_bn: before each evaluation, the evaluated (EMA) model's BatchNorm statistics are
+    recomputed over this many training images without augmentation (0: off), see
+    :mod:`damoyolo.engine.bn`.
     """
 
     recipe: str = "auto"
@@ -291,10 +294,12 @@ class TrainConfig:
     grad_clip: float = 0.0  # 0 = off
     eval_interval: int = 10  # epochs; the last epoch is always evaluated
     seed: int = 1234
-    workers: int = 4  # at most the usable cores (see damoyolo.data.build_loader)
+    workers: int | None = None  # None: 4 (0 when training on a CPU of <= 4 cores); capped
+    # at the usable cores (see damoyolo.data.build_loader)
     device: str = ""  # "" = cuda when available (the local rank's GPU), else cpu
     sync_bn: bool = False
     channels_last: bool = True
+    precise_bn: int | None = None  # images; None: 256 under auto, 0 (off) under release
     output: str = "runs/train"
     tensorboard: bool = True
     cache_images: bool = False  # decode every training image once into RAM (before workers fork)

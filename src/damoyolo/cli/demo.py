@@ -13,7 +13,7 @@ HELP = ("synthetic data -> train a few minutes on CPU -> val (mAP) -> predict a 
         "(no download)")
 
 # the demo's run: the plain `damoyolo train` command (auto recipe) on synthetic shapes
-DEFAULTS = {"images": 400, "imgsz": 256, "min_size": 16, "epochs": 10, "batch": 8}
+DEFAULTS = {"images": 400, "imgsz": 256, "min_size": 16, "epochs": 12, "batch": 8}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -125,7 +125,7 @@ def _full(args: argparse.Namespace) -> int:
             "train.tensorboard=False"]
     if cli(["train", "--model", args.model, "--data", str(data), "--epochs", str(args.epochs),
             "--batch", str(args.batch), "--imgsz", str(args.imgsz), "--device", args.device,
-            "--workers", "1", "--output", str(run)] + sum((["--set", s] for s in sets), [])):
+            "--output", str(run)] + sum((["--set", s] for s in sets), [])):
         return 1
     weights = run / "last.pt"
     stage(f"3/4 val {weights}")

@@ -137,5 +137,7 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
             print(train_set.image_cache.summary(), flush=True)
     trainer = Trainer(net, train_set, tcfg, val_set=val_set, val_gt=val_idx.to_coco_dict(),
                       category_ids=train_idx.category_ids, loader_fn=build_loader,
-                      resume=resume, progress=progress, task=task)
+                      resume=resume, progress=progress, task=task,
+                      bn_set=DetectionDataset(train_idx, input_size=size, train=False,
+                                              aug=None, seed=tcfg.seed))
     return trainer.fit()

@@ -14,6 +14,10 @@ Two recipes (``train.recipe``):
   (``base_lr_per_img * 256``: 4e-3 for the nano presets).  A run at least as long as the
   release's gets the release's values.
 
+Auto also recomputes the evaluated model's BatchNorm statistics on 256 clean training images
+before each evaluation (:mod:`damoyolo.engine.bn`): in a short run the running averages still
+carry the first steps' activations.  The release keeps them as trained.
+
 Minimums (auto): warm-up ``min(50 steps, 10% of the run)``; from 5 epochs on, the no-aug
 tail covers ``min(20 steps, 10% of the epochs)``, at least one epoch; EMA ramp and horizon
 10 updates.
@@ -56,6 +60,7 @@ MIN_WARMUP_STEPS = 50
 MIN_NO_AUG_STEPS = 20
 MIN_EMA_UPDATES = 10.0
 MIN_STEPS_WARNING = 100
+PRECISE_BN_IMAGES = 256
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class Schedule:
     ema_ramp: float
     ema_momentum: float
     optimizer: str
+    precise_bn: int = 0  # training images over which BN statistics are recomputed before eval
     auto: tuple[str, ...] = ()  # the fields sized by the auto rule
 
     @property
@@ -142,7 +148,9 @@ class Schedule:
             f"({math.ceil(self.no_aug_iters / a)} steps, {pct(self.no_aug_iters)}, flat min lr)"
             f"{sized('no_aug')}",
             f"  EMA: ramp {self.ema_ramp:.4g} updates, momentum {self.ema_momentum:.6g} "
-            f"(horizon ~{horizon:.0f} updates){sized('ema')}",
+            f"(horizon ~{horizon:.0f} updates){sized('ema')}; BatchNorm statistics "
+            + (f"recomputed on {self.precise_bn} training images before each evaluation"
+               f"{sized('precise_bn')}" if self.precise_bn else "as trained (running average)"),
         ]
 
 
@@ -209,8 +217,15 @@ def resolve_schedule(cfg: TrainConfig, samples_per_rank: int, world: int = 1) ->
         auto.append("lr")
     else:
         base_lr = cfg.base_lr_per_img * cfg.batch_size * accumulate
+    if cfg.precise_bn is not None:
+        precise_bn = cfg.precise_bn
+    elif release:
+        precise_bn = 0
+    else:
+        precise_bn = PRECISE_BN_IMAGES
+        auto.append("precise_bn")
     return Schedule(recipe=cfg.recipe, epochs=cfg.epochs, iters_per_epoch=ipe,
                     batch_size=cfg.batch_size, accumulate=accumulate, base_lr=base_lr,
                     min_lr=base_lr * cfg.min_lr_ratio, warmup_iters=warmup,
                     no_aug_epochs=no_aug, ema_ramp=ramp, ema_momentum=momentum,
-                    optimizer=cfg.optimizer, auto=tuple(auto))
+                    optimizer=cfg.optimizer, precise_bn=precise_bn, auto=tuple(auto))

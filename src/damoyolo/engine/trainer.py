@@ -69,6 +69,17 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+def default_workers(workers: int | None, device: torch.device) -> int:
+    """Loader workers: ``workers`` when given; else 4, or 0 when training on a CPU with at
+    most 4 cores, where the compute already uses every core and a worker process only takes
+    time from it (measured on 2 cores: 5 % slower epochs with one worker at 256 px, 1.8x
+    slower on a 30-image dataset, where each epoch also pays the worker start-up)."""
+    if workers is not None:
+        return workers
+    from ..data.dataset import usable_cpus
+    return 0 if device.type == "cpu" and usable_cpus() <= 4 else 4
+
+
 def _has_depthwise(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
                for m in model.modules())
@@ -134,7 +145,7 @@ class Trainer:
     def __init__(self, model: nn.Module, train_set, cfg: TrainConfig, val_set=None,
                  val_gt: dict | None = None, category_ids: list[int] | None = None,
                  loader_fn: Callable | None = None, resume: str | Path | None = None,
-                 progress: bool = True, task=None):
+                 progress: bool = True, task=None, bn_set=None):
         self.cfg = cfg
         self.device, self.local_rank = du.init_distributed(cfg.device)
         self.rank, self.world = du.rank(), du.world_size()
@@ -146,9 +157,11 @@ class Trainer:
             from ..data import build_loader as loader_fn  # noqa: N813
         self.loader_fn = loader_fn
         self.train_set, self.val_set, self.val_gt = train_set, val_set, val_gt
+        self.bn_set = bn_set  # training images without augmentation (precise BN)
         self.category_ids = category_ids
         self.progress = progress and du.is_main()
         self.out_dir = Path(cfg.output)
+        self.workers = default_workers(cfg.workers, self.device)
 
         self.model = model.to(self.device).train()
         if cfg.sync_bn and self.world > 1:
@@ -246,7 +259,7 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def _loader(self):
         per_rank = self.cfg.batch_size // self.world
-        return self.loader_fn(self.train_set, batch_size=per_rank, workers=self.cfg.workers,
+        return self.loader_fn(self.train_set, batch_size=per_rank, workers=self.workers,
                               shuffle=False, seed=self.cfg.seed, drop_last=False,
                               sampler=self.sampler)
 
@@ -332,12 +345,27 @@ class Trainer:
         if self.val_set is None or self.val_gt is None or not du.is_main():
             return None
         from ..eval import evaluate
+        if self.bn_set is not None and self.plan.precise_bn > 0:
+            self._precise_bn()
         loader = self.loader_fn(self.val_set, batch_size=max(1, self.cfg.batch_size // self.world),
-                                workers=self.cfg.workers, shuffle=False, seed=self.cfg.seed)
+                                workers=self.workers, shuffle=False, seed=self.cfg.seed)
         res = evaluate(self._eval_model(), loader, self.val_gt, self.category_ids,
                        device=self.device)
         self.last_results = res.results
         return res.metrics
+
+    def _precise_bn(self) -> None:
+        """Recompute the evaluated model's BatchNorm statistics on a fixed, seeded subset of
+        the training images (no augmentation)."""
+        from torch.utils.data import Subset
+
+        from .bn import recompute_bn_stats
+        n = min(self.plan.precise_bn, len(self.bn_set))
+        pick = np.random.default_rng((self.cfg.seed, 1)).permutation(len(self.bn_set))[:n]
+        loader = self.loader_fn(Subset(self.bn_set, pick.tolist()),
+                                batch_size=max(1, self.cfg.batch_size // self.world),
+                                workers=self.workers, shuffle=False, seed=self.cfg.seed)
+        recompute_bn_stats(self._eval_model(), loader, n, self.device, self.cfg.channels_last)
 
     def fit(self) -> dict[str, Any]:
         """Run the remaining epochs; returns the last epoch's record (losses and metrics)."""
