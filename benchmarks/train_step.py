@@ -55,10 +55,11 @@ def make_batch(batch: int, gts: int, classes: int, size: int = 640, seed: int = 
 class Ours:
     """Our step as ``Trainer.train_one_epoch`` runs it: ``fast`` uses the trainer's defaults
     (channels_last, and bfloat16 autocast of the forward pass on a CPU with AMX; see
-    ``damoyolo.engine.trainer.autocast_dtype``); ``fast=False`` is plain float32 NCHW."""
+    ``damoyolo.engine.trainer.autocast_dtype``); ``amp=False`` float32 channels_last (what
+    a CPU without AMX runs); ``fast=False`` plain float32 NCHW."""
 
     def __init__(self, images, targets, init_state: dict | None, classes: int,
-                 fast: bool = True) -> None:
+                 fast: bool = True, amp: bool = True) -> None:
         if init_state is not None:
             with tempfile.TemporaryDirectory() as d:
                 p = Path(d) / "init.pth"
@@ -72,7 +73,7 @@ class Ours:
             from damoyolo.engine.trainer import autocast_dtype
             self.model = self.model.to(memory_format=torch.channels_last)
             images = images.contiguous(memory_format=torch.channels_last)
-            self.dtype = autocast_dtype(True, torch.device("cpu"), self.model)
+            self.dtype = autocast_dtype(amp, torch.device("cpu"), self.model)
         self.criterion = DAMOYOLOCriterion(self.model.head)
         self.opt = build_optimizer(self.model, "sgd", 0.01 / 64 * len(images), 0.9, 5e-4, True)
         self.images, self.targets = images, targets
@@ -163,6 +164,8 @@ def main() -> None:
         off = Official(args.official, images, targets, args.classes)
         init = off.init_state
     runners["ours"] = Ours(images, targets, init, args.classes)
+    if runners["ours"].dtype is not None:
+        runners["ours fp32 channels_last"] = Ours(images, targets, init, args.classes, amp=False)
     runners["ours fp32 NCHW"] = Ours(images, targets, init, args.classes, fast=False)
     if args.official:
         runners["official"] = off
