@@ -31,7 +31,7 @@ from .models.official import OfficialCheckpointError, convert_official_state_dic
 from .presets import get_preset
 
 __all__ = ["FORMAT", "CheckpointError", "atomic_save", "save_model", "read_checkpoint",
-           "build_model", "load_model", "is_official_state_dict"]
+           "build_model", "load_model", "is_official_state_dict", "to_plain_data"]
 
 FORMAT = "damoyolo"
 
@@ -93,13 +93,33 @@ def save_model(model: DAMOYOLO, path: str | Path, category_ids: list[int] | None
     atomic_save(ckpt, path)
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint file onto the CPU with a clear error when it is not one."""
+def read_checkpoint(path: str | Path, trust_code: bool = False) -> dict:
+    """Load a checkpoint file onto the CPU as data, with a clear error when it is not one.
+
+    A checkpoint is untrusted data: it is read with ``torch.load(weights_only=True)``, which
+    only rebuilds tensors and plain values (numbers, strings, lists, tuples, dicts) and never
+    runs code from the file.  A file that needs code to unpickle is refused, naming the
+    object it asked for.  ``trust_code=True`` lifts that rule, for a file you trust; use it
+    once, through ``damoyolo convert --trust-code OLD NEW``, to rewrite such a file as plain
+    data.
+    """
+    import pickle
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=False)
+        obj = torch.load(p, map_location="cpu", weights_only=not trust_code)
+    except pickle.UnpicklingError as e:
+        what = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln), None)
+        if what is None:  # not a pickle of plain data at all (garbage, truncated, ...)
+            detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln),
+                          str(e).splitlines()[0])
+            raise CheckpointError(f"{p}: not a readable checkpoint ({detail})") from None
+        raise CheckpointError(
+            f"{p}: refused: loading it would run code from the file ({what}); checkpoints are "
+            f"read as data only. If you trust this file (e.g. a damoyolo checkpoint written "
+            f"by version 0.1), rewrite it once as plain data: damoyolo convert --trust-code "
+            f"{p} NEW.pt") from None
     except Exception as e:  # truncated / not a torch file
         raise CheckpointError(f"{p}: not a readable checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
@@ -113,16 +133,41 @@ def is_official_state_dict(sd: dict) -> bool:
         k.startswith(("backbone.block_list", "backbone.csp_stage")) for k in keys)
 
 
+def to_plain_data(obj: Any, where: str = "checkpoint") -> Any:
+    """``obj`` with NumPy arrays and scalars turned into tensors and Python numbers, so that it
+    loads under ``torch.load(weights_only=True)``; any other object is an error."""
+    import collections
+
+    import numpy as np
+    if isinstance(obj, (torch.Tensor, str, bytes, int, float, bool, type(None), torch.Size)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, collections.OrderedDict):
+        return collections.OrderedDict((k, to_plain_data(v, f"{where}[{k!r}]"))
+                                       for k, v in obj.items())
+    if isinstance(obj, dict):
+        return {k: to_plain_data(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        out = [to_plain_data(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return out if isinstance(obj, list) else tuple(out)
+    raise CheckpointError(f"{where}: {type(obj).__module__}.{type(obj).__name__} is not plain "
+                          f"data (tensors, numbers, strings, lists, dicts)")
+
+
 def load_model(path: str | Path, model: str | ModelConfig | None = None,
-               device: str | torch.device = "cpu", class_names: list[str] | None = None
-               ) -> DAMOYOLO:
+               device: str | torch.device = "cpu", class_names: list[str] | None = None,
+               trust_code: bool = False) -> DAMOYOLO:
     """Load our checkpoint or an official DAMO-YOLO release checkpoint; eval mode.
 
     model: preset name / ModelConfig; required for official checkpoints, optional for
-    ours (then it must agree with the stored architecture).
+    ours (then it must agree with the stored architecture).  The file is read as data
+    (see :func:`read_checkpoint`; ``trust_code`` only for a file you trust).
     """
     import dataclasses
-    obj = read_checkpoint(path)
+    obj = read_checkpoint(path, trust_code=trust_code)
     if obj.get("format") == FORMAT:
         cfg = from_dict(ModelConfig, obj["model_config"])
         if model is not None:

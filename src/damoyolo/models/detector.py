@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..postprocess import Detections, postprocess
-from .backbones.structure import load_structure
+from .backbones.structure import inline_structure, is_packaged_structure, load_structure
 from .backbones.tinynas import BACKBONES
 from .heads.zero_head import HeadOutput, ZeroHead
 from .necks.giraffe import GiraffeNeckV2
@@ -42,6 +42,10 @@ class DAMOYOLO(nn.Module):
         if b.kind not in BACKBONES:
             raise ValueError(f"unknown backbone kind {b.kind!r}; valid: {sorted(BACKBONES)}")
         structure = load_structure(b.structure)
+        if not is_packaged_structure(b.structure):  # a searched structure: keep it, not its path
+            b = dataclasses.replace(b, structure=inline_structure(structure))
+            cfg = dataclasses.replace(cfg, backbone=b)
+            self.cfg = cfg
         self.backbone = BACKBONES[b.kind](structure, out_indices=b.out_indices,
                                           with_spp=b.with_spp, use_focus=b.use_focus,
                                           act=b.act, reparam=b.reparam)

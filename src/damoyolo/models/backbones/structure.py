@@ -175,12 +175,29 @@ def packaged_structures() -> list[str]:
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".json"))
 
 
+def is_packaged_structure(name: str) -> bool:
+    """Whether ``name`` names a structure shipped with the package."""
+    name = str(name)
+    root = resources.files("damoyolo.models.backbones") / "structures"
+    return "/" not in name and "\\" not in name and (root / f"{name}.json").is_file()
+
+
+def inline_structure(blocks: list[BlockSpec]) -> str:
+    """The structure as one line of our JSON format: what a model config stores in place of
+    a structure file's path, so that checkpoints and exports carry the structure itself."""
+    return json.dumps({"format": FORMAT_TAG, "blocks": [asdict(b) for b in blocks]},
+                      separators=(",", ":"))
+
+
 def load_structure(name_or_path: str | Path) -> list[BlockSpec]:
-    """Load a packaged structure by name (e.g. ``"tinynas_L20_k1kx"``) or a file path."""
+    """Load a packaged structure by name (e.g. ``"tinynas_L20_k1kx"``), a file path, or a
+    structure given inline as text (our JSON format, or the official literal list)."""
     name = str(name_or_path)
+    if name.lstrip().startswith(("{", "[")):
+        return parse_structure(name, source="inline structure")
     root = resources.files("damoyolo.models.backbones") / "structures"
     candidate = root / f"{name}.json"
-    if "/" not in name and "\\" not in name and candidate.is_file():
+    if is_packaged_structure(name):
         return parse_structure(candidate.read_text(), source=f"packaged structure {name!r}")
     path = Path(name)
     if not path.is_file():

@@ -1,0 +1,69 @@
+"""Checkpoints are untrusted data: loading never runs code; searched structures travel inside."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import damoyolo
+from damoyolo.checkpoint import CheckpointError, load_model, read_checkpoint, save_model
+from damoyolo.models.backbones.structure import dump_structure, load_structure
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_malicious_pickle_is_refused_without_running(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": {"backbone.block_list.0.weight": torch.zeros(1)}, "x": _Evil(marker)},
+               evil)
+    with pytest.raises(CheckpointError, match="refused: loading it would run code"):
+        load_model(evil, model="damoyolo-ns")
+    assert not marker.exists()
+    import cv2
+    from damoyolo.cli import main
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((64, 64, 3), 127, np.uint8))
+    assert main(["predict", "--weights", str(evil), "--source", str(tmp_path / "a.jpg"),
+                 "--out", str(tmp_path / "pred")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refused" in err[0] and "--trust-code" in err[0]
+    assert not marker.exists()
+
+
+def test_a_searched_structure_travels_inside_the_checkpoint(tmp_path):
+    blocks = load_structure("tinynas_nano_small")
+    f = tmp_path / "best.txt"
+    f.write_text(dump_structure(blocks))
+    cfg = damoyolo.get_preset("damoyolo-ns").model
+    import dataclasses
+    cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, structure=str(f)))
+    m = damoyolo.build_model(cfg).eval()
+    assert m.cfg.backbone.structure.startswith("{")  # the structure, not its path
+    save_model(m, tmp_path / "m.pt")
+    f.unlink()
+    m2 = load_model(tmp_path / "m.pt")
+    x = torch.rand(1, 3, 128, 128) * 255
+    with torch.no_grad():
+        a, b = m(x), m2(x)
+    assert all(torch.equal(p, q) for p, q in zip(a.cls + a.reg, b.cls + b.reg))
+    assert load_structure(m2.cfg.backbone.structure) == blocks
+
+
+def test_an_old_checkpoint_with_numpy_state_upgrades_once(tmp_path):
+    m = damoyolo.build_model("damoyolo-ns", num_classes=3)
+    old = tmp_path / "old.pt"
+    save_model(m, old, rng={"numpy": np.random.get_state()})  # as version 0.1 wrote it
+    with pytest.raises(CheckpointError, match="refused"):
+        read_checkpoint(old)
+    from damoyolo.cli import main
+    assert main(["convert", "--trust-code", str(old), str(tmp_path / "new.pt")]) == 0
+    ck = read_checkpoint(tmp_path / "new.pt")
+    assert torch.is_tensor(ck["rng"]["numpy"][1])
+    assert load_model(tmp_path / "new.pt").num_classes == 3
