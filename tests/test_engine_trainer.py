@@ -154,3 +154,16 @@ def test_same_seed_same_run_through_the_api(tmp_path):
     for key in ("model", "ema"):
         for name, v in finals[0][key].items():
             assert torch.equal(v, finals[1][key][name]), (key, name)
+
+
+def test_finetune_from_an_official_release_checkpoint():
+    """An official checkpoint (read as data) is a fine-tuning start for a new class set."""
+    from conftest import shared_path
+    import damoyolo
+    path = shared_path("official", "ref", "damoyolo_tinynasL18_Ns_seed0.pth")
+    ref = damoyolo.load_model(path, model="damoyolo-ns")
+    net = load_for_finetune(path, "damoyolo-ns", ["a", "b", "c"])
+    assert net.num_classes == 3 and net.training
+    for k, v in net.state_dict().items():
+        if not k.startswith("head.cls_preds"):
+            assert torch.equal(v, ref.state_dict()[k]), k

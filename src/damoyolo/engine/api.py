@@ -96,6 +96,10 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     if overrides:
         exp = apply_overrides(exp, overrides)
 
+    if exp.train.eval_interval > 0:  # the last epoch is always evaluated: fail before training
+        from .._optional import import_optional
+        import_optional("faster_coco_eval", "evaluation during training (train.eval_interval "
+                        "> 0; 0 trains without it)")
     task = None
     if exp.distill.teacher:  # before reading the data: a bad teacher fails fast
         from ..distill import DistillTask, load_teacher

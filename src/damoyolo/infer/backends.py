@@ -60,7 +60,9 @@ class Backend:
 
 
 class TorchBackend(Backend):
-    """A :class:`damoyolo.DAMOYOLO` (re-parameterised, eval mode) on ``device``."""
+    """A :class:`damoyolo.DAMOYOLO` (re-parameterised, eval mode) on ``device``, in the
+    channels_last memory format (on a 2-core Xeon, batch 1: 0.56x the NCHW time for Ns at
+    416, 0.71x for T at 640, 0.77x for S; docs/deploy.md)."""
 
     name = "torch"
 
@@ -85,12 +87,14 @@ class TorchBackend(Backend):
         self.dtype = torch.float16 if half else torch.float32
         if half:
             self.model.half()
+        self.model = self.model.to(memory_format=torch.channels_last)
         hw = tuple(imgsz or net.input_size)
         self.meta = export_metadata(net, hw, "raw", outputs=["scores", "boxes"])
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> list[Tensor]:
-        out = self.model(images.to(self.device, self.dtype))
+        x = images.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
+        out = self.model(x)
         scores, boxes = self.model.decode(out)
         return [scores.float(), boxes.float()]
 
