@@ -18,10 +18,10 @@ dataset construction, checkpoint writes or the final evaluation).
 Typical use (COCO-format data with ``annotations/{train,val}.json``; two seeds per side)::
 
     python -m damoyolo data synth runs/parity/synth-320 --images 1000 --size 320 --seed 0
-    export OMP_NUM_THREADS=1 PYTHONPATH=/work/official/standins:/work/official/pydeps
+    export OMP_NUM_THREADS=1 PYTHONPATH=<stand-ins>:<pydeps>
     for s in 0 1; do for side in official ours; do
       nice -n 15 python benchmarks/official_train.py --side $side \\
-        --official /work/official/DAMO-YOLO --data runs/parity/synth-320 --model damoyolo-ns \\
+        --official <DAMO-YOLO checkout> --data runs/parity/synth-320 --model damoyolo-ns \\
         --imgsz 320 --batch 16 --epochs 14 --warmup-epochs 1 --no-aug-epochs 3 \\
         --lr-per-img 1.25e-4 --seed $s --threads 1 --out runs/parity/ns320-$side-s$s
     done; done
@@ -113,14 +113,14 @@ Run-time patches and stand-ins (none edits an official file):
    needs torchvision NMS and pycocotools ``COCOeval``), ``synchronize()`` (a no-op at world
    size 1).
 6. ``torchvision`` is not installed (and a torch-matching build is multi-GB): a stand-in
-   package (our code, outside the repo, ``/work/official/standins/torchvision``) emulates the
+   package (our code, outside the repo, ``<stand-ins>/torchvision``) emulates the
    calls the official pipeline makes, as torchvision does them: ``CocoDetection`` (pycocotools
    ``COCO``, PIL ``Image.open(...).convert('RGB')``), ``transforms.functional.normalize``,
    ``to_pil_image`` / ``affine`` (PIL ``Image.transform`` with torchvision's inverse affine
    matrix, bilinear, fill) / ``to_tensor`` (SADA rotate / shear), ``ops.batched_nms``
    (imported by ``damo.utils.boxes``, unused in training).  ``pycocotools``, ``loguru``,
    ``easydict`` and ``tabulate`` are the real packages (``pip install --no-deps --target
-   /work/official/pydeps pycocotools==2.0.11 loguru==0.7.3 easydict==1.13 tabulate==0.9.0``).
+   <pydeps> pycocotools==2.0.11 loguru==0.7.3 easydict==1.13 tabulate==0.9.0``).
    Both directories go on ``PYTHONPATH``.
 
 Behaviour of the official loop reproduced as it is (differences from ours to keep in mind

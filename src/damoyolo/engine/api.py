@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,6 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
 
     train_idx = load_dataset(data, split="train")
     val_idx = load_dataset(data, split="val")
-    import os
     if progress and int(os.environ.get("RANK", "0")) == 0:  # before the process group exists
         print("train " + train_idx.summary() + "\nval " + val_idx.summary(), flush=True)
     names = train_idx.class_names
@@ -132,12 +132,11 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     train_set = DetectionDataset(train_idx, input_size=size, train=True, aug=aug, seed=tcfg.seed)
     val_set = DetectionDataset(val_idx, input_size=size, train=False, aug=None, seed=tcfg.seed)
     if tcfg.cache_images:  # memory-checked first; one copy per node under torchrun
-        import os as _os
-        if int(_os.environ.get("WORLD_SIZE", "1")) > 1:  # the ranks share it via the group
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the ranks share it via the group
             from .distributed import init_distributed
             init_distributed(tcfg.device)  # the Trainer's own call then finds it joined
         train_set.cache_images(progress=progress)
-        if progress and int(_os.environ.get("LOCAL_RANK", "0")) == 0:
+        if progress and int(os.environ.get("LOCAL_RANK", "0")) == 0:
             print(train_set.image_cache.summary(), flush=True)
     trainer = Trainer(net, train_set, tcfg, val_set=val_set, val_gt=val_idx.to_coco_dict(),
                       category_ids=train_idx.category_ids, loader_fn=build_loader,

@@ -170,13 +170,15 @@ def resolve_schedule(cfg: TrainConfig, samples_per_rank: int, world: int = 1) ->
     elif release:
         accumulate = max(1, math.ceil(RELEASE.batch / cfg.batch_size))
     else:
-        accumulate, _ = 1, auto.append("accumulate")
+        accumulate = 1
+        auto.append("accumulate")
     steps = math.ceil(total / accumulate)
     scale = min(1.0, steps / RELEASE.steps)  # this run's length relative to the release's
+    as_release = release or scale >= 1.0  # the release's values for what is not given
 
     if cfg.warmup_epochs is not None:
         warmup = round(cfg.warmup_epochs * ipe)
-    elif release or scale >= 1.0:
+    elif as_release:
         warmup = round(RELEASE.warmup_epochs * ipe)
     else:
         wsteps = max(round(steps * RELEASE.warmup_epochs / RELEASE.epochs),
@@ -186,7 +188,7 @@ def resolve_schedule(cfg: TrainConfig, samples_per_rank: int, world: int = 1) ->
 
     if cfg.no_aug_epochs is not None:
         no_aug = min(cfg.no_aug_epochs, cfg.epochs)
-    elif release or scale >= 1.0:
+    elif as_release:
         no_aug = min(RELEASE.no_aug_epochs, cfg.epochs)
     else:
         floor = (min(math.ceil(MIN_NO_AUG_STEPS * accumulate / ipe), max(1, cfg.epochs // 10))
@@ -196,18 +198,18 @@ def resolve_schedule(cfg: TrainConfig, samples_per_rank: int, world: int = 1) ->
 
     if cfg.ema_ramp is not None:
         ramp = cfg.ema_ramp
-    elif release or scale >= 1.0:
+    elif as_release:
         ramp = RELEASE.ema_ramp
     else:
         ramp = max(RELEASE.ema_ramp * scale, MIN_EMA_UPDATES)
     if cfg.ema_momentum is not None:
         momentum = cfg.ema_momentum
-    elif release or scale >= 1.0:
+    elif as_release:
         momentum = RELEASE.ema_momentum
     else:
         horizon = max(scale / (1.0 - RELEASE.ema_momentum), MIN_EMA_UPDATES)
         momentum = 1.0 - 1.0 / horizon
-    if not release and scale < 1.0 and (cfg.ema_ramp is None or cfg.ema_momentum is None):
+    if not as_release and (cfg.ema_ramp is None or cfg.ema_momentum is None):
         auto.append("ema")
 
     if cfg.lr is not None:

@@ -177,11 +177,7 @@ class Trainer:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.sampler = EpochSampler(len(train_set), cfg.seed, self.rank, self.world)
         self.plan = resolve_schedule(cfg, len(self.sampler), self.world)
-        self.accumulate = self.plan.accumulate
-        self.base_lr = self.plan.base_lr
-        self.iters_per_epoch = self.plan.iters_per_epoch
         total, no_aug_iters = self.plan.total_iters, self.plan.no_aug_iters
-        self.no_aug_epochs = self.plan.no_aug_epochs
         if self.progress:
             print("\n".join(self.plan.lines()), flush=True)
             for w in self.plan.warnings():
@@ -218,6 +214,12 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp_model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         self.criterion = DAMOYOLOCriterion(self.model.head)
+
+    # the resolved schedule's figures the loop uses
+    accumulate = property(lambda self: self.plan.accumulate)
+    base_lr = property(lambda self: self.plan.base_lr)
+    iters_per_epoch = property(lambda self: self.plan.iters_per_epoch)
+    no_aug_epochs = property(lambda self: self.plan.no_aug_epochs)
 
     # ------------------------------------------------------------------ checkpoints
     def _eval_model(self) -> nn.Module:
