@@ -1,0 +1,98 @@
+"""Tracking results as files: MOTChallenge txt and JSON per frame.
+
+MOTChallenge txt, one line per box: ``frame,id,x,y,w,h,score,-1,-1,-1`` with 1-based frame
+numbers, top-left corner and size in pixels.  Ground-truth files of the same format carry
+``frame,id,x,y,w,h,flag,class,visibility`` (MOT16+) -- :func:`read_mot_txt` reads both.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DamoyoloError
+from .bytetrack import Tracks
+
+__all__ = ["MOTFileError", "mot_lines", "MOTWriter", "read_mot_txt", "write_json"]
+
+
+class MOTFileError(DamoyoloError, ValueError):
+    """A MOTChallenge txt file that cannot be read."""
+
+
+def mot_lines(frame: int, tracks: Tracks) -> list[str]:
+    """One frame's tracks -> MOTChallenge lines (``frame`` is 1-based)."""
+    out = []
+    for (x1, y1, x2, y2), tid, s in zip(tracks.boxes.tolist(), tracks.ids.tolist(),
+                                        tracks.scores.tolist()):
+        out.append(f"{frame},{tid},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{s:.4f},"
+                   f"-1,-1,-1")
+    return out
+
+
+class MOTWriter:
+    """Append frames to a MOTChallenge txt file (opened on the first write)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._f = None
+        self.rows = 0
+
+    def write(self, frame: int, tracks: Tracks) -> None:
+        if self._f is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "w")
+        for line in mot_lines(frame, tracks):
+            self._f.write(line + "\n")
+            self.rows += 1
+
+    def close(self) -> None:
+        if self._f is None:  # nothing tracked: still leave an (empty) file
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")
+        else:
+            self._f.close()
+            self._f = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_mot_txt(path: str | Path) -> np.ndarray:
+    """A MOTChallenge txt file -> (N, 10) float64 ``frame,id,x,y,w,h,c7,c8,c9,c10``
+    (missing trailing columns filled with -1; empty file -> (0, 10))."""
+    p = Path(path)
+    rows = []
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise MOTFileError(f"{p}: cannot read ({e.strerror or e})") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.replace(" ", "").split(",")
+        try:
+            vals = [float(v) for v in parts]
+        except ValueError:
+            raise MOTFileError(f"{p}:{n}: not a MOTChallenge line (numbers separated by "
+                               f"commas): {line[:60]!r}") from None
+        if len(vals) < 6:
+            raise MOTFileError(f"{p}:{n}: needs at least frame,id,x,y,w,h, got {len(vals)} "
+                               "values")
+        rows.append((vals + [-1.0] * 10)[:10])
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 10)
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write ``data`` as JSON (atomically: a temporary file, then a rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(p)
