@@ -6,19 +6,25 @@ graph (standard ``NonMaxSuppression`` on xyxy boxes, ``center_point_box=0``), so
 keep the same xyxy encoding as the raw outputs.  The damoyolo metadata is written beside
 the engine as ``<engine>.json`` (engines cannot hold it).
 
+Precision: TensorRT 10 builds ``half`` / ``int8`` from the float32 graph with its precision
+flags.  TensorRT 11 removed those flags (networks are strongly typed): ``half`` then builds
+from a graph whose network is float16 (:class:`~damoyolo.export.onnx.HalfNetwork`, decode
+and NMS float32), and ``int8`` (implicit calibration, also removed) raises an
+:class:`ExportError` that says so.
+
 This path has not been run on a GPU by the test suite (no GPU in CI); it is exercised only
-for its error messages.
+for its error messages.  ``benchmarks/gpu_check.py`` runs it on a GPU.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 from torch import nn
 
-from .onnx import ExportError, export_onnx, read_metadata
+from ..metadata import read_metadata, write_tensorrt_metadata
+from .onnx import ExportError, export_onnx
 
 __all__ = ["export_tensorrt", "check_tensorrt"]
 
@@ -41,7 +47,7 @@ def _calibrator(trt, calib_dir: Path, input_hw: tuple[int, int], batch: int, cac
     """An entropy calibrator reading images of ``calib_dir`` with our preprocessing."""
     import torch
 
-    from ..infer.sources import IMAGE_SUFFIXES
+    from ..preprocess import IMAGE_SUFFIXES
     from ..preprocess import ImageReadError, preprocess_image, read_image
 
     files = sorted(p for p in calib_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
@@ -88,10 +94,15 @@ def export_tensorrt(model: nn.Module, path: str | Path, half: bool = True, int8:
         raise ExportError("--int8 needs --calib DIR (a folder of representative images)")
     if onnx_kwargs.get("dynamic"):
         raise ExportError("dynamic batch is not supported for TensorRT engines; use --batch")
+    weak = hasattr(trt.BuilderFlag, "FP16")  # TensorRT < 11: precision flags
+    if int8 and not (weak and hasattr(trt, "IInt8EntropyCalibrator2")):
+        raise ExportError(f"TensorRT {trt.__version__} has no implicit INT8 calibration (removed "
+                          f"in TensorRT 11); build INT8 engines with tensorrt<11")
     path = Path(path)
     logger = trt.Logger(trt.Logger.WARNING)
     with tempfile.TemporaryDirectory() as td:
-        onnx_path = export_onnx(model, Path(td) / "model.onnx", **onnx_kwargs)
+        onnx_path = export_onnx(model, Path(td) / "model.onnx", half=half and not weak,
+                                **onnx_kwargs)
         meta = read_metadata(onnx_path)
         builder = trt.Builder(logger)
         network = builder.create_network(0)
@@ -101,7 +112,7 @@ def export_tensorrt(model: nn.Module, path: str | Path, half: bool = True, int8:
             raise ExportError(f"TensorRT could not parse the ONNX graph: {errs}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    if half:
+    if half and weak:
         config.set_flag(trt.BuilderFlag.FP16)
     if int8:
         config.set_flag(trt.BuilderFlag.INT8)
@@ -114,5 +125,5 @@ def export_tensorrt(model: nn.Module, path: str | Path, half: bool = True, int8:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(bytes(engine))
     meta["tensorrt_precision"] = "int8" if int8 else ("fp16" if half else "fp32")
-    path.with_name(path.name + ".json").write_text(json.dumps(meta, indent=1))
+    write_tensorrt_metadata(path, meta)
     return path
