@@ -17,6 +17,20 @@ that load changes on a shared machine hit all of them alike; the table gives med
 ours/official ratios.  The 1-minute load average is recorded per preset.
 Achieved GFLOP/s = thop GFLOPs / median latency of ``raw``; the peak is cores x 32 fp32
 FLOP/cycle (two 256-bit FMA pipes) x the clock given by ``--ghz``.
+
+``--int8`` gives the INT8 table instead: per preset, the official-style fp32 export on
+onnxruntime (the official file from ``--official-dir`` when present, else our ``raw_heads``
+export, the same graph node for node) is the baseline; against it, in one interleaved run,
+our fp32 ``raw`` export on OpenVINO, the OpenVINO INT8 model (NNCF, MIXED preset, float head)
+and the onnxruntime INT8 QDQ models (S8S8, and U8S8 for comparison), all ``raw`` (decode in
+the graph).  Calibration: ``--int8-data DATASET`` (``--int8-images`` images of its train
+split), by default a small synthetic dataset generated in a temporary folder.  INT8 speed
+can depend on the weights (the quantizers come from calibrated activations): ``--checkpoint
+CKPT`` times a trained checkpoint at its own input size instead (calibrate it on its data
+with ``--int8-data``; the official file is not used then, the sizes differ).
+
+    python benchmarks/latency.py --int8 [--models damoyolo-t ...] [--official-dir DIR] \
+        [--threads 2] [--runs 30] [--json int8.json]
 """
 
 from __future__ import annotations
@@ -88,6 +102,70 @@ def op_counts(path: Path) -> collections.Counter:
     return collections.Counter(n.op_type for n in g.node if n.op_type != "Constant")
 
 
+INT8_KEYS = ("ort_fp32", "ov_fp32", "ov_int8", "ort_int8_s8", "ort_int8_u8")
+INT8_GOAL = {"damoyolo-ns": 0.6, "damoyolo-nm": 0.6, "damoyolo-nl": 0.6, "damoyolo-n": 0.6}
+
+
+def int8_rows(args, td: Path) -> list[dict]:
+    """The ``--int8`` table (module docstring); prints it row by row."""
+    from damoyolo.export.quantize import export_int8
+
+    data = args.int8_data
+    if data is None:
+        from damoyolo.data.synthetic import synthesize
+        data = Path(td) / "calib"
+        synthesize(data, images=max(2 * args.int8_images, 8), seed=0, size=320,
+                   val_fraction=0.5, workers=1)
+    quiet = {"progress": False, "log": lambda *_: None}
+    print("| model | input | ORT fp32 official-style (ms) | OpenVINO fp32 (ms) | OpenVINO INT8 "
+          "(ms) | OV INT8 / ORT fp32 | goal | ORT INT8 S8S8 (ms) | / ORT fp32 | ORT INT8 U8S8 "
+          "(ms) | / ORT fp32 | load |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    models = [(n, None) for n in args.models]
+    if args.checkpoint:  # trained weights (INT8 speed can depend on them), at their input size
+        from damoyolo.checkpoint import load_model
+        ck = load_model(args.checkpoint)
+        models = [(ck.cfg.name, ck)]
+    for name, ck in models:
+        m = ck if ck is not None else damoyolo.build_model(name)
+        hw = tuple(m.input_size)
+        off = Path(args.official_dir) / f"{OFFICIAL[name]}.onnx" if args.official_dir else None
+        base = off if off is not None and off.is_file() and ck is None else \
+            export_onnx(m, Path(td) / f"{name}_raw_heads.onnx", mode="raw_heads")
+        files = {"ort_fp32": ("ort", base),
+                 "ov_fp32": ("ov", export_onnx(m, Path(td) / f"{name}_raw.onnx")),
+                 "ov_int8": ("ov", export_int8(m, Path(td) / f"{name}_int8.xml", "openvino",
+                                               data=data, calib_images=args.int8_images,
+                                               **quiet).path),
+                 "ort_int8_s8": ("ort", export_int8(m, Path(td) / f"{name}_s8.onnx", "onnx",
+                                                    data=data, calib_images=args.int8_images,
+                                                    **quiet).path),
+                 "ort_int8_u8": ("ort", export_int8(m, Path(td) / f"{name}_u8.onnx", "onnx",
+                                                    data=data, calib_images=args.int8_images,
+                                                    onnx_activations="u8", **quiet).path)}
+        runners = {"ort": ort_runner, "ov": ov_runner}
+        r = {"model": name, "input": list(hw), "baseline": "official" if base == off else
+             "ours raw_heads", "weights": "checkpoint" if ck is not None else "random",
+             "load_before": round(os.getloadavg()[0], 2)}
+        fns = {k: runners[rt](p, hw, args.threads) for k, (rt, p) in files.items()}
+        for k, ms in interleaved(fns, args.runs, args.warmup).items():
+            r[f"{k}_ms"] = round(ms, 2)
+        r["load_after"] = round(os.getloadavg()[0], 2)
+        f32 = r["ort_fp32_ms"]
+        goal = INT8_GOAL.get(name, 0.4)
+        r.update(ov_int8_ratio=round(r["ov_int8_ms"] / f32, 3), goal=goal,
+                 ort_int8_s8_ratio=round(r["ort_int8_s8_ms"] / f32, 3),
+                 ort_int8_u8_ratio=round(r["ort_int8_u8_ms"] / f32, 3))
+        rows.append(r)
+        print(f"| {name} | {hw[0]} | {f32:.1f} | {r['ov_fp32_ms']:.1f} | {r['ov_int8_ms']:.1f} | "
+              f"{r['ov_int8_ratio']:.2f} | <= {goal} | {r['ort_int8_s8_ms']:.1f} | "
+              f"{r['ort_int8_s8_ratio']:.2f} | {r['ort_int8_u8_ms']:.1f} | "
+              f"{r['ort_int8_u8_ratio']:.2f} | {r['load_before']:.1f}-{r['load_after']:.1f} |",
+              flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--official-dir", default=None)
@@ -101,9 +179,24 @@ def main() -> None:
     ap.add_argument("--ghz", type=float, default=2.45)
     ap.add_argument("--graphs", action="store_true",
                     help="print node counts by op type of our and the official graph")
+    ap.add_argument("--int8", action="store_true", help="the INT8 table (module docstring)")
+    ap.add_argument("--int8-data", default=None, help="--int8: calibration dataset")
+    ap.add_argument("--int8-images", type=int, default=32, help="--int8: calibration images")
+    ap.add_argument("--checkpoint", default=None,
+                    help="--int8: time this trained checkpoint (its preset and input size) "
+                         "instead of random-weight presets")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.int8:
+        with tempfile.TemporaryDirectory() as td:
+            rows = int8_rows(args, Path(td))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"threads": args.threads, "runs": args.runs,
+                                                   "warmup": args.warmup, "int8": True,
+                                                   "cpu_count": os.cpu_count(), "rows": rows},
+                                                  indent=1))
+        return
     peak = args.threads * 32 * args.ghz
     runners = {"ort": ort_runner, "ov": ov_runner}
     label = {"ort": "ORT", "ov": "OpenVINO"}
