@@ -185,10 +185,11 @@ def coco_index(data: str):
 def score(net, val_idx, category_ids, imgsz: int, batch: int, seed: int) -> dict:
     """mAP of ``net`` on the val split, exactly as our trainer evaluates (workers 0)."""
     from damoyolo.data import DetectionDataset, build_loader
-    from damoyolo.eval import evaluate
+    from damoyolo.eval import Predictor, evaluate
     ds = DetectionDataset(val_idx, input_size=(imgsz, imgsz), train=False, aug=None, seed=seed)
     loader = build_loader(ds, batch_size=batch, workers=0, shuffle=False, seed=seed)
-    res = evaluate(net, loader, val_idx.to_coco_dict(), category_ids, device="cpu")
+    res = evaluate(Predictor.from_model(net, device="cpu"), loader, val_idx.to_coco_dict(),
+                   category_ids)
     return res.metrics
 
 

@@ -32,3 +32,15 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _default_sigchld(request):
+    """Put SIGCHLD back to its default after a test that installed a handler (torch's
+    DataLoader does, for its worker processes).  On CPUs with AMX the kernel cannot always
+    deliver a signal into a handler's alternate stack once AMX state is live, and kills the
+    process with SIGSEGV instead, which here struck a later test waiting on a subprocess."""
+    import signal
+    yield
+    if signal.getsignal(signal.SIGCHLD) not in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    from damoyolo.checkpoint import build_model, save_model
+    from damoyolo import build_model, save_model
     p = tmp_path_factory.mktemp("ck") / "m.pt"
     save_model(build_model("damoyolo-ns", num_classes=2), p)
     return p

@@ -41,3 +41,38 @@ def test_two_process_gloo_training_keeps_ranks_identical(tmp_path):
     from damoyolo import build_model
     start = build_model("damoyolo-ns", class_names=["a", "b", "c"]).state_dict()
     assert not torch.equal(start["head.reg_preds.0.weight"], a["model"]["head.reg_preds.0.weight"])
+
+
+def _accumulating_worker(rank, world, port, out_dir):
+    rank_env(rank, world, port)
+    from damoyolo.engine import Trainer
+    from damoyolo.engine import distributed as du
+    from engine_standin import RectDataset, build_loader, tiny_cfg, tiny_model
+
+    # 8 images, 2 per rank and iteration, nominal batch 8: 2 iterations, one optimizer step
+    cfg = tiny_cfg(out_dir, epochs=1, batch_size=4, nominal_batch=8, warmup_epochs=0,
+                   no_aug_epochs=0, seed=99)
+    tr = Trainer(tiny_model(), RectDataset(8, seed=5), cfg, loader_fn=build_loader,
+                 progress=False)
+    calls = []
+    no_sync = tr.ddp_model.no_sync
+
+    def counting_no_sync():
+        calls.append(1)
+        return no_sync()
+
+    tr.ddp_model.no_sync = counting_no_sync
+    tr.fit()
+    torch.save({"model": dict(tr.model.named_parameters()), "no_sync": len(calls),
+                "accumulate": tr.accumulate, "iters": tr.iters_per_epoch,
+                "steps": tr.ema.updates}, os.path.join(out_dir, f"rank{rank}.pt"))
+    du.cleanup()
+
+
+def test_two_process_accumulation_skips_the_all_reduce_until_the_step(tmp_path):
+    a, b = spawn_two_ranks(_accumulating_worker, tmp_path)
+    for r in (a, b):
+        assert (r["accumulate"], r["iters"], r["steps"]) == (2, 2, 1)
+        assert r["no_sync"] == 1  # the first micro-batch only: the step's backward syncs
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), f"model.{k} differs between ranks"

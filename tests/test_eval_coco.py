@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from damoyolo.eval import coco_metrics, evaluate, format_report
+from damoyolo.eval import Predictor, coco_metrics, evaluate, format_report
+from damoyolo.postprocess import Detections
 from engine_standin import RectDataset, build_loader
 
 torch.set_num_threads(1)
@@ -44,12 +45,59 @@ def test_evaluate_writes_results_with_original_ids(tmp_path):
     val = RectDataset(3, seed=2)
     loader = build_loader(val, batch_size=2, workers=0, shuffle=False, seed=0)
     gt = val.to_coco_dict()
-    res = evaluate(model, loader, gt, category_ids=[1, 2, 3], conf_thresh=0.0,
-                   results_path=tmp_path / "r.json")
+    model.train()
+    res = evaluate(Predictor.from_model(model, conf_thresh=0.0), loader, gt,
+                   category_ids=[1, 2, 3], results_path=tmp_path / "r.json")
+    assert model.training  # evaluated in eval mode, training mode restored
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved and {d["category_id"] for d in saved} <= {1, 2, 3}
     assert {d["image_id"] for d in saved} <= {1, 2, 3}
     assert res.num_images == 3 and set(res.timing_ms) == {"preprocess", "inference", "nms"}
-    assert 0.0 <= res.metrics["AP"] <= 1.0
+    # the metrics are those of the written results (not of some other set of detections)
+    m, _ = coco_metrics(gt, saved)
+    assert res.metrics["AP"] == pytest.approx(m["AP"]) and res.metrics["AP50"] == pytest.approx(m["AP50"])
     text = format_report(res)
     assert "AP50" in text and "per image" in text
+
+
+class _Batches:
+    """Two 64x64 input batches of one image each, originals 80x100 (h, w), ids 10 and 11."""
+
+    def __iter__(self):
+        for image_id in (10, 11):
+            yield torch.zeros(1, 3, 64, 64), [{"image_id": image_id, "orig_size": (80, 100)}]
+
+
+def test_evaluate_takes_any_images_to_detections_callable(tmp_path):
+    """A plain callable: boxes scaled to original pixels with the results helper's rounding,
+    labels mapped to the category ids; the ground-truth boxes score AP 1."""
+    gt = _gt()
+    seen = []
+
+    def predict(images):  # the ground truth, in 64x64 input pixels
+        i = len(seen)
+        seen.append(images.shape)
+        x, y, w, h = gt["annotations"][i]["bbox"]
+        box = torch.tensor([[x, y, x + w, y + h]]) * torch.tensor([0.64, 0.8, 0.64, 0.8])
+        return [Detections(box, torch.tensor([0.9]), torch.tensor([i]))]
+
+    res = evaluate(predict, _Batches(), gt, results_path=tmp_path / "r.json")
+    assert seen == [(1, 3, 64, 64)] * 2
+    assert res.metrics["AP"] == pytest.approx(1.0)
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert [d["category_id"] for d in saved] == [7, 9]  # default: gt category order
+    assert saved[0]["bbox"] == pytest.approx([10, 10, 30, 20], abs=0.01)
+    assert all(v == round(v, 2) for d in saved for v in d["bbox"])
+    assert set(res.timing_ms) == {"preprocess", "inference", "nms"}
+
+
+def test_predictor_stages_are_timed_apart():
+    calls = []
+    pred = Predictor(lambda x: calls.append("forward") or x.shape[0],
+                     lambda n: calls.append("post") or [Detections(torch.zeros(0, 4),
+                                                                   torch.zeros(0),
+                                                                   torch.zeros(0, dtype=torch.long))] * n,
+                     category_ids=[7, 9])
+    res = evaluate(pred, _Batches(), _gt())
+    assert calls == ["forward", "post"] * 2 and res.num_images == 2
+    assert res.metrics["AP"] == 0.0 and res.results == []

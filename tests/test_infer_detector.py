@@ -12,6 +12,7 @@ import torch
 import damoyolo
 from damoyolo.cli import main
 from damoyolo.infer.backends import BackendError
+from damoyolo.infer.results import read_predictions
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,8 @@ def test_detector_inputs_and_channel_order(setup):
     r = det(img)
     assert isinstance(r, damoyolo.Detections) and len(r) > 0
     assert r.boxes[:, 0::2].max() <= 256 and r.boxes[:, 1::2].max() <= 200  # original pixels
-    assert r.names[0] == "person" or r.names[0] in r.class_names
+    assert r.class_names[0] == "person" and len(r.class_names) == 80  # COCO names attached
+    assert r.names == [r.class_names[int(i)] for i in r.labels]
     r_path = det(str(d / "a.png"))
     torch.testing.assert_close(r_path.boxes, r.boxes)
     r_bgr = det(np.ascontiguousarray(img[:, :, ::-1]), bgr=True)
@@ -128,17 +130,26 @@ def test_predict_cli_directory(setup, tmp_path, capsys):
                "--save-txt", "--batch", "2", "--classes", "0", "1", "2", "3", "4", "5", "6",
                "--no-progress"])
     assert rc == 0
-    res = json.loads((out / "predictions.json").read_text())
-    assert len(res["results"]) == 3 and len(res["errors"]) == 1
-    assert "broken.jpg" in res["errors"][0]["image"]
+    head, body, summary = read_predictions(out / "predictions.jsonl")
+    records = [r for r in body if r["type"] == "image"]
+    errors = [r for r in body if r["type"] == "error"]
+    assert len(records) == 3 and len(errors) == 1 and len(body) == 4
+    assert summary["images"] == 3 and summary["errors"] == 1 and not summary["interrupted"]
+    assert summary["detections"] == sum(len(r["detections"]) for r in records)
+    assert head["conf"] == 0.25 and len(head["class_names"]) == 80  # the display default
+    assert "broken.jpg" in errors[0]["image"]
     assert "skipped" in capsys.readouterr().err
+    res = {"results": records}
     for r in res["results"]:
+        assert all(x["score"] > 0.25 for x in r["detections"])
         assert (out / (r["image"].split("/")[-1].rsplit(".", 1)[0] + ".jpg")).is_file()
         assert all(x["label"] <= 6 for x in r["detections"])
     lines = (out / "labels" / "a.txt").read_text().splitlines()
     assert len(lines) == len(res["results"][0]["detections"])
-    vals = [float(v) for v in lines[0].split()] if lines else [0, 0.5, 0.5, 0.1, 0.1, 0.5]
-    assert all(0 <= v <= 1 for v in vals[1:5])
+    assert lines
+    for line, x in zip(lines, res["results"][0]["detections"]):
+        vals = [float(v) for v in line.split()]
+        assert int(vals[0]) == x["label"] and all(0 <= v <= 1 for v in vals[1:5])
 
 
 def test_predict_cli_video_and_glob(setup, tmp_path):
@@ -151,8 +162,8 @@ def test_predict_cli_video_and_glob(setup, tmp_path):
     out = tmp_path / "vout"
     assert main(["predict", "--weights", str(ckpt), "--source", str(video), "--out", str(out),
                  "--no-progress"]) == 0
-    res = json.loads((out / "predictions.json").read_text())
-    assert [r["frame"] for r in res["results"]] == [0, 1, 2, 3]
+    _, body, summary = read_predictions(out / "predictions.jsonl")
+    assert [r["frame"] for r in body] == [0, 1, 2, 3] and summary["frames"] == 4
     assert (out / "clip.mp4").is_file()
     assert main(["predict", "--weights", str(ckpt), "--source", str(d / "*.png"),
                  "--out", str(tmp_path / "g"), "--no-progress"]) == 0
@@ -166,7 +177,43 @@ def test_bench_cli(setup, tmp_path, capsys):
     assert main(["bench", "--weights", str(ckpt), "--runs", "3", "--warmup", "1",
                  "--threads", "1", "--json", str(js)]) == 0
     res = json.loads(js.read_text())
-    assert res["threads"] == 1 and res["median_ms"] > 0 and res["p90_ms"] >= res["median_ms"]
+    assert res["threads"] == 1 and res["runs"] == 3 and res["median_ms"] > 0
+    assert res["throughput"] == pytest.approx(1e3 / res["median_ms"])  # 1 image per batch
     assert res["e2e_median_ms"] >= res["median_ms"] * 0.5
     assert abs(res["params_m"] - 1.406) < 0.01
     assert "latency median" in capsys.readouterr().out
+
+
+def test_val_keeps_the_evaluation_threshold_predict_the_display_one(setup):
+    """val (open_predictor) and the Detector API score at the preset's 0.03 (Ns); predict
+    shows 0.25 (test_predict_cli_directory)."""
+    from damoyolo.eval import open_predictor
+    from damoyolo.infer.results import DISPLAY_CONF
+
+    _, ckpt, img = setup
+    det = damoyolo.Detector(ckpt)
+    assert det.conf == pytest.approx(0.03) and DISPLAY_CONF == 0.25
+    pred = open_predictor(ckpt, device="cpu")
+    batch, _ = det.preprocess([img])
+    scores = pred(batch)[0].scores
+    assert len(scores) and float(scores.min()) > 0.03
+    assert float(scores.min()) < DISPLAY_CONF  # low-score boxes that predict does not draw
+
+
+def test_bench_exports_a_checkpoint_on_the_fly(setup, tmp_path, capsys):
+    from damoyolo.infer.benchmark import open_bench_detector
+
+    _, ckpt, _ = setup
+    det, net = open_bench_detector(ckpt, backend="onnxruntime", imgsz=(64, 96), batch=2,
+                                   threads=1, workdir=tmp_path)
+    assert det.backend.name == "onnxruntime" and det.input_size == (64, 96)
+    assert det.backend.batch == 2 and (tmp_path / "m.onnx").is_file()
+    assert net.cfg.name == "damoyolo-ns"
+    again, arch = open_bench_detector(tmp_path / "m.onnx", threads=1)  # an export as it is
+    assert again.input_size == (64, 96) and arch.num_classes == net.num_classes
+    with pytest.raises(BackendError, match="fixed input size"):
+        open_bench_detector(tmp_path / "m.onnx", imgsz=(64, 64))
+    js = tmp_path / "b.json"
+    assert main(["bench", "--weights", str(ckpt), "--backend", "onnxruntime", "--imgsz", "64",
+                 "--runs", "2", "--warmup", "0", "--threads", "1", "--json", str(js)]) == 0
+    assert json.loads(js.read_text())["backend"] == "onnxruntime"

@@ -236,7 +236,7 @@ def test_cli_search_and_detector_builds(tmp_path, capsys):
     s = to_search_form(blocks)
     assert count_layers(s) <= 20 and count_macs(s, 320) <= 4e9 and count_params(s) <= 3e6
     assert (tmp_path / "best.txt.json").is_file()
-    from damoyolo.checkpoint import build_model
+    from damoyolo import build_model
     from damoyolo.config import apply_overrides
     from damoyolo.presets import get_preset
     cfg = apply_overrides(get_preset("damoyolo-s").model, [f"backbone.structure={out}"])

@@ -12,9 +12,9 @@ Public API::
     d = det("image.jpg")                          # Detections in original-image pixels
 """
 
-__version__ = "0.1.0"
-
-from .checkpoint import build_model, load_model, save_model  # noqa: E402
+from ._version import __version__
+from .checkpoint import load_model, save_model  # noqa: E402
+from .models.factory import build_model  # noqa: E402
 from .config import ModelConfig  # noqa: E402
 from .models.detector import DAMOYOLO  # noqa: E402
 from .models.reparam import reparameterize  # noqa: E402

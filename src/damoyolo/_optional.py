@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from .errors import DamoyoloError
 
 __all__ = ["EXTRAS", "MissingDependency", "import_optional", "is_available", "missing_message"]
 
@@ -19,6 +20,7 @@ EXTRAS: dict[str, tuple[str, str | None]] = {
     "onnxruntime": ("onnxruntime", "export"),
     "onnxslim": ("onnxslim", "export"),
     "openvino": ("openvino", "export"),
+    "nncf": ("nncf", "export"),
     "faster_coco_eval": ("faster-coco-eval", "train"),
     "matplotlib": ("matplotlib", "train"),
     "tensorboard": ("tensorboard", "train"),
@@ -27,7 +29,7 @@ EXTRAS: dict[str, tuple[str, str | None]] = {
 }
 
 
-class MissingDependency(ImportError):
+class MissingDependency(DamoyoloError, ImportError):
     """An optional package is not installed; the message says which extra installs it."""
 
 

@@ -23,33 +23,28 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from ._version import __version__
+from .classes import COCO_CLASSES
 from .config import ModelConfig, from_dict, to_dict
 from .models.detector import DAMOYOLO
 from .models.official import OfficialCheckpointError, convert_official_state_dict, \
     strip_module_prefix
 from .presets import get_preset
+from .errors import DamoyoloError
 
-__all__ = ["FORMAT", "CheckpointError", "atomic_save", "save_model", "read_checkpoint",
-           "build_model", "load_model", "is_official_state_dict", "to_plain_data"]
+__all__ = ["FORMAT", "CheckpointError", "ArchitectureUnknownError", "atomic_save",
+           "checkpoint_header", "save_model", "read_checkpoint", "load_model",
+           "is_official_state_dict", "to_plain_data"]
 
 FORMAT = "damoyolo"
 
-COCO_CLASSES = [
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
-    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush"]
 
-
-class CheckpointError(ValueError):
+class CheckpointError(DamoyoloError, ValueError):
     """A checkpoint file could not be read or does not fit."""
+
+
+class ArchitectureUnknownError(CheckpointError):
+    """An official checkpoint was loaded without naming its architecture (``model=``)."""
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -69,28 +64,18 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise
 
 
-def build_model(model: str | ModelConfig = "damoyolo-t", num_classes: int | None = None,
-                class_names: list[str] | None = None) -> DAMOYOLO:
-    """Build a model from a preset name or a ModelConfig (random weights)."""
-    import dataclasses
-    cfg = get_preset(model).model if isinstance(model, str) else model
-    if class_names is not None:
-        num_classes = len(class_names)
-    if num_classes is not None and num_classes != cfg.head.num_classes:
-        cfg = dataclasses.replace(cfg, head=dataclasses.replace(cfg.head, num_classes=num_classes))
-    if class_names is None and cfg.head.num_classes == 80:
-        class_names = COCO_CLASSES
-    return DAMOYOLO(cfg, class_names)
+def checkpoint_header(model: DAMOYOLO, category_ids: list[int] | None = None) -> dict[str, Any]:
+    """What makes a checkpoint describe itself: format, version, model config, class names,
+    category ids and the model's weights.  Training checkpoints add their state to it."""
+    return {"format": FORMAT, "version": __version__, "model_config": to_dict(model.cfg),
+            "class_names": model.class_names, "category_ids": category_ids,
+            "model": model.state_dict()}
 
 
 def save_model(model: DAMOYOLO, path: str | Path, category_ids: list[int] | None = None,
                **extra: Any) -> None:
     """Write a self-describing checkpoint (atomically)."""
-    ckpt = {"format": FORMAT, "version": __version__, "model_config": to_dict(model.cfg),
-            "class_names": model.class_names, "category_ids": category_ids,
-            "model": model.state_dict()}
-    ckpt.update(extra)
-    atomic_save(ckpt, path)
+    atomic_save({**checkpoint_header(model, category_ids), **extra}, path)
 
 
 def read_checkpoint(path: str | Path, trust_code: bool = False) -> dict:
@@ -193,8 +178,8 @@ def load_model(path: str | Path, model: str | ModelConfig | None = None,
         raise CheckpointError(
             f"{path}: neither a damoyolo checkpoint nor an official DAMO-YOLO state dict")
     if model is None:
-        raise CheckpointError(f"{path}: official checkpoints do not record their architecture; "
-                              f"pass model=... (e.g. 'damoyolo-s')")
+        raise ArchitectureUnknownError(f"{path}: official checkpoints do not record their "
+                                       f"architecture; pass model=... (e.g. 'damoyolo-s')")
     cfg = get_preset(model).model if isinstance(model, str) else model
     sd = strip_module_prefix(sd)
     cls_w = sd.get("head.gfl_cls.0.weight")
@@ -202,7 +187,7 @@ def load_model(path: str | Path, model: str | ModelConfig | None = None,
         cfg = dataclasses.replace(cfg, head=dataclasses.replace(cfg.head,
                                                                 num_classes=cls_w.shape[0]))
     if class_names is None and cfg.head.num_classes == 80:
-        class_names = COCO_CLASSES
+        class_names = list(COCO_CLASSES)
     net = DAMOYOLO(cfg, class_names)
     try:
         ours = convert_official_state_dict(sd, net.state_dict(), cfg.backbone.kind, str(path))

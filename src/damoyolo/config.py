@@ -11,12 +11,11 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
-import json
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+from .errors import DamoyoloError
 
 __all__ = [
     "BackboneConfig",
@@ -27,12 +26,10 @@ __all__ = [
     "apply_overrides",
     "to_dict",
     "from_dict",
-    "save_config",
-    "load_config",
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(DamoyoloError, ValueError):
     """Invalid configuration key or value."""
 
 
@@ -230,21 +227,6 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
     return cls(**kwargs)
-
-
-def save_config(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-
-
-def load_config(cls: type, path: str | Path) -> Any:
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such config file") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{p}: invalid JSON: {e}") from None
-    return from_dict(cls, data)
 
 
 # ============================================================================ training (engine)

@@ -15,8 +15,14 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor
+from .errors import DamoyoloError
 
-__all__ = ["ImageMeta", "read_image", "to_rgb_uint8", "preprocess_image", "preprocess_batch"]
+__all__ = ["IMAGE_SUFFIXES", "ImageMeta", "read_image", "to_rgb_uint8", "preprocess_image",
+           "preprocess_batch"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm",
+                  ".ppm", ".pbm")
+"""File suffixes (lower case) read as images, by the dataset readers and by ``predict``."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ class ImageMeta:
         return (self.orig_hw[1] / self.input_hw[1], self.orig_hw[0] / self.input_hw[0])
 
 
-class ImageReadError(ValueError):
+class ImageReadError(DamoyoloError, ValueError):
     """An image file could not be read or decoded."""
 
 

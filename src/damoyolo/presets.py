@@ -13,8 +13,13 @@ from types import MappingProxyType
 
 from .config import (AugmentConfig, BackboneConfig, HeadConfig, ModelConfig, NeckConfig,
                      TrainConfig)
+from .errors import DamoyoloError
 
-__all__ = ["Preset", "PRESETS", "get_preset", "preset_names"]
+__all__ = ["Preset", "PRESETS", "PresetError", "get_preset", "preset_names"]
+
+
+class PresetError(DamoyoloError, KeyError):
+    """An unknown model name; the message lists the valid ones."""
 
 
 @dataclass(frozen=True)
@@ -124,4 +129,4 @@ def get_preset(name: str) -> Preset:
             return p
     close = difflib.get_close_matches(low, list(PRESETS), n=2)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise KeyError(f"unknown model {name!r}.{hint} Valid: {', '.join(PRESETS)}")
+    raise PresetError(f"unknown model {name!r}.{hint} Valid: {', '.join(PRESETS)}")

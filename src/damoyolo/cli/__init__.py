@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from ..errors import DamoyoloError
+
 __all__ = ["main", "COMMANDS"]
 
 # command name -> module (explicit, no registry decorators)
@@ -23,14 +25,15 @@ COMMANDS: dict[str, str] = {
     "nas": "damoyolo.cli.nas",
     "data": "damoyolo.cli.data",
     "predict": "damoyolo.cli.predict",
+    "track": "damoyolo.cli.track",
     "export": "damoyolo.cli.export",
     "bench": "damoyolo.cli.bench",
     "distill": "damoyolo.cli.distill",
 }
 
 
-class CLIError(Exception):
-    """A user-facing error: printed without a traceback, exit status 2."""
+class CLIError(DamoyoloError):
+    """A bad command-line argument: printed in one line, exit status 2."""
 
 
 def parse_imgsz(values: list[int] | None) -> tuple[int, int] | None:
@@ -44,7 +47,7 @@ def parse_imgsz(values: list[int] | None) -> tuple[int, int] | None:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="damoyolo", description="DAMO-YOLO object detection")
-    from .. import __version__
+    from .._version import __version__
     parser.add_argument("--version", action="version", version=f"damoyolo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, modname in COMMANDS.items():
@@ -92,8 +95,10 @@ def _preflight(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (also usable from tests as ``main([...])``).
 
-    User errors and missing optional packages (with the extra that installs them) are
-    reported in one line, exit status 2.
+    The library's errors (:class:`~damoyolo.errors.DamoyoloError`: bad paths, unknown
+    names, invalid values, missing optional packages with the extra that installs them)
+    are reported in one line, exit status 2.  Any other exception is a bug and propagates
+    with its traceback.
     """
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -107,14 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (CLIError, FileNotFoundError, KeyError, ValueError) as e:
-        # user errors (bad paths, unknown names, invalid values) get one clear line
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"damoyolo {args.command}: error: {msg}", file=sys.stderr)
-        return 2
-    except ImportError as e:
+    except ImportError as e:  # MissingDependency, or an optional package's own import
         msg = missing_message(e)
         if msg is None:  # not a missing optional package: a bug, keep the traceback
             raise
         print(f"damoyolo {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except DamoyoloError as e:  # the library's errors speak to the user: one line
+        print(f"damoyolo {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -11,8 +11,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", help="checkpoint (.pth) or export (.onnx / .xml / .engine)")
     src.add_argument("--model", help="preset name (random weights)")
-    p.add_argument("--backend", default=None,
-                   choices=["torch", "onnxruntime", "openvino", "tensorrt"],
+    from ..infer.backends import BACKENDS
+    p.add_argument("--backend", default=None, choices=list(BACKENDS),
                    help="default: from the weights suffix (torch for --model)")
     p.add_argument("--imgsz", type=int, nargs="+", default=None, help="input S or H W")
     p.add_argument("--batch", type=int, default=1)
@@ -31,11 +31,8 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from ..checkpoint import build_model, load_model
-    from ..export import ExportError, export_onnx, export_openvino, read_metadata
-    from ..infer.backends import BackendError, default_threads
-    from ..infer.benchmark import benchmark_detector
-    from ..infer.detector import Detector
+    from ..infer.backends import default_threads
+    from ..infer.benchmark import benchmark_detector, open_bench_detector
     from ..models.complexity import model_complexity
     from . import CLIError
 
@@ -45,50 +42,24 @@ def run(args: argparse.Namespace) -> int:
     if args.imgsz:
         imgsz = (args.imgsz[0], args.imgsz[-1])
     threads = args.threads or default_threads()
-    backend = args.backend
     with tempfile.TemporaryDirectory() as td:
-        weights = args.weights
-        torch_model = None
-        if args.model or Path(weights).suffix in (".pth", ".pt"):
-            torch_model = build_model(args.model) if args.model else load_model(weights)
-            backend = backend or "torch"
-            hw = imgsz or torch_model.input_size
-            try:
-                if backend == "onnxruntime":
-                    weights = export_onnx(torch_model, Path(td) / "m.onnx", imgsz=hw,
-                                          batch=args.batch)
-                elif backend == "openvino":
-                    weights = export_openvino(torch_model, Path(td) / "m.xml", imgsz=hw,
-                                              batch=args.batch)
-                elif backend == "torch":
-                    weights = torch_model
-                else:
-                    raise CLIError("benchmark TensorRT from an engine file: damoyolo export "
-                                   "--format tensorrt, then bench --weights model.engine")
-            except ExportError as e:
-                raise CLIError(str(e)) from None
-        elif imgsz is not None:
-            raise CLIError("--imgsz applies to checkpoints; an export has a fixed input size")
-        try:
-            det = Detector(weights, backend=backend, device=args.device, half=args.half,
-                           imgsz=imgsz if backend == "torch" else None, threads=threads,
-                           batch_size=args.batch)
-        except BackendError as e:
-            raise CLIError(str(e)) from None
+        det, torch_model = open_bench_detector(
+            args.weights, model=args.model, backend=args.backend, imgsz=imgsz, batch=args.batch,
+            device=args.device, half=args.half, threads=threads, workdir=td)
         res = benchmark_detector(det, batch=args.batch, runs=args.runs, warmup=args.warmup,
                                  threads=threads, postprocess=not args.no_postprocess)
-    if torch_model is None:  # an export: count the architecture named in its metadata
-        meta = read_metadata(args.weights) if str(args.weights).endswith(".onnx") else \
-            det.backend.meta
-        torch_model = build_model(meta["preset"], num_classes=len(meta["class_names"]))
     params, gflops = model_complexity(torch_model, det.input_size)
     out = res.to_dict()
     out.update(model=torch_model.cfg.name, params_m=round(params, 3),
+               quantization=det.backend.meta.get("quantization"),
                gflops=round(gflops * args.batch, 3),
                gflops_per_s=round(gflops * args.batch / (res.median_ms / 1e3), 1))
     rows = [("model", out["model"]), ("backend", f"{res.backend} ({res.mode})"),
             ("input", f"{args.batch}x3x{res.input_size[0]}x{res.input_size[1]}"),
-            ("threads", str(threads)), ("params (M)", f"{params:.3f}"),
+            ("threads", str(threads)),
+            ("precision", "int8 (" + det.backend.meta["quantization"]["tool"] + ")"
+             if det.backend.meta.get("quantization") else "as exported"),
+            ("params (M)", f"{params:.3f}"),
             ("GFLOPs", f"{out['gflops']:.3f}"),
             ("latency median (ms)", f"{res.median_ms:.2f}"),
             ("latency p90 (ms)", f"{res.p90_ms:.2f}"),

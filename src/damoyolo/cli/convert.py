@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
                               f"with --model (e.g. --model damoyolo-s)")
     names = None
     if args.names:
+        if not Path(args.names).is_file():
+            from ..errors import MissingFileError
+            raise MissingFileError(f"--names {args.names}: no such file")
         names = [ln.strip() for ln in Path(args.names).read_text().splitlines() if ln.strip()]
     model = load_model(args.src, model=args.model, class_names=names,
                        trust_code=args.trust_code)

@@ -13,8 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                      "non-zero exit on errors")
     c.add_argument("path")
     c.add_argument("--split", default=None, help="split name (e.g. train, val)")
-    c.add_argument("--stats", default=None, help="label-statistics PNG (default: "
-                                                 "<dataset>_label_stats.png in the current folder)")
+    c.add_argument("--stats", default=None, metavar="PNG",
+                   help="also write a label-statistics image to this file (a check writes "
+                        "nothing unless asked)")
     c.add_argument("--no-decode", action="store_true", help="skip decoding every image (faster)")
     s = sub.add_parser("synth", help="write a synthetic COCO-format dataset")
     s.add_argument("out")
@@ -46,17 +47,17 @@ def _check(args) -> int:
     import time
     from pathlib import Path
 
-    import cv2
-
     from ..data.check import check_dataset, label_stats_image
 
     t0 = time.perf_counter()
     index = check_dataset(args.path, args.split, decode=not args.no_decode)
     print(index.summary())
-    stats = Path(args.stats) if args.stats else Path(f"{Path(args.path).stem}_label_stats.png")
-    stats.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(stats), label_stats_image(index)[:, :, ::-1])
-    print(f"label statistics -> {stats}")
+    if args.stats:
+        import cv2
+        stats = Path(args.stats)
+        stats.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(stats), label_stats_image(index)[:, :, ::-1])
+        print(f"label statistics -> {stats}")
     errs = index.report.errors()
     dt = time.perf_counter() - t0
     if errs:
@@ -89,14 +90,14 @@ def _show(args) -> int:
     import numpy as np
     import torch
 
-    from ..data import DetectionDataset, augment_config_for, load_dataset
+    from ..data import DatasetError, DetectionDataset, augment_config_for, load_dataset
     from ..postprocess import Detections
     from ..presets import get_preset
     from ..viz import draw_detections
 
     index = load_dataset(args.path, args.split)
     if not len(index):
-        raise ValueError(f"{args.path}: no images")
+        raise DatasetError(f"{args.path}: no images")
     preset = get_preset(args.model)
     ds = DetectionDataset(index, preset.model.input_size, train=args.augment,
                           aug=augment_config_for(preset.model.name) if args.augment else None,

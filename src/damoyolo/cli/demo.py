@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     import torch
 
-    from ..checkpoint import build_model, load_model, save_model
+    from ..checkpoint import load_model, save_model
+    from ..models.factory import build_model
     from ..preprocess import preprocess_batch
     from ..postprocess import scale_boxes, Detections
     from ..viz import draw_detections

@@ -20,7 +20,7 @@ def _fmt(v, nd):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..checkpoint import build_model
+    from ..models.factory import build_model
     from ..models.complexity import model_complexity
     from ..presets import PRESETS, get_preset
 

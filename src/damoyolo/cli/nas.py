@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from . import CLIError
+
 HELP = "MAE-NAS: search a backbone for a latency/FLOPs budget, score one, profile a device"
 
 
@@ -73,14 +75,14 @@ def _ints(text: str, what: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"{what}: expected comma-separated integers, got {text!r}") from None
+        raise CLIError(f"{what}: expected comma-separated integers, got {text!r}") from None
 
 
 def _weights(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"--stage-weights: expected comma-separated numbers, got {text!r}") from None
+        raise CLIError(f"--stage-weights: expected comma-separated numbers, got {text!r}") from None
 
 
 def _ranges(text: str):
@@ -93,7 +95,7 @@ def _ranges(text: str):
         try:
             lo, hi = (int(v) for v in part.split(":"))
         except ValueError:
-            raise ValueError(f"--channel-ranges: bad range {part!r}; use 'min:max' or '-'") from None
+            raise CLIError(f"--channel-ranges: bad range {part!r}; use 'min:max' or '-'") from None
         out.append((lo, hi))
     return tuple(out)
 
@@ -133,7 +135,7 @@ def _run_search(args) -> int:
                              to_search_form)
 
     if args.budget_latency is not None and args.latency is None:
-        raise ValueError("--budget-latency needs --latency table:PATH or --latency measured")
+        raise CLIError("--budget-latency needs --latency table:PATH or --latency measured")
     res = search_resolution(args.image_size)
     budgets = Budgets(
         layers=args.budget_layers,

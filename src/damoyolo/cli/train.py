@@ -30,19 +30,17 @@ def add_arguments(p, teacher_required: bool = False) -> None:
 
 
 def run(args) -> int:
-    from ..config import ConfigError
     from ..engine.api import train
     from ..engine.trainer import TrainingDiverged
+    from . import CLIError
     if args.imgsz is not None and args.imgsz % 32:
-        raise ValueError(f"--imgsz {args.imgsz} must be a multiple of 32")
+        raise CLIError(f"--imgsz {args.imgsz} must be a multiple of 32")
     try:
         rec = train(model=args.model, data=args.data, epochs=args.epochs, batch=args.batch,
                     imgsz=args.imgsz, device=args.device, workers=args.workers,
                     overrides=args.overrides, weights=args.weights, resume=args.resume,
                     output=args.output, teacher=args.teacher,
                     teacher_model=args.teacher_model, recipe=args.recipe)
-    except ConfigError as e:
-        raise ValueError(str(e)) from None
     except TrainingDiverged as e:
         import sys
         print(f"damoyolo train: stopped: {e}", file=sys.stderr)

@@ -8,9 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "image_size", "inspect_image"]
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+__all__ = ["image_size", "inspect_image"]
 
 
 def _jpeg_size(f) -> tuple[int, int] | None:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .imageinfo import IMAGE_EXTENSIONS, image_size
+from ..preprocess import IMAGE_SUFFIXES
+from .imageinfo import image_size
 from .records import DataReport, DatasetError, DatasetIndex, Record
 
 __all__ = ["load_dataset", "load_coco", "load_yolo", "load_voc", "detect_format"]
@@ -254,21 +255,58 @@ def _mini_yaml(text: str) -> dict:
     return out
 
 
+def _yolo_split_dirs(root: Path, split: str | None, data: dict, yaml_path: Path | None
+                     ) -> tuple[Path, Path]:
+    """(images folder, labels folder) of ``split``, honouring a dataset yaml's ``path`` (the
+    dataset root, relative to the yaml's folder) and ``<split>`` keys (an images folder
+    relative to that root); labels sit where the last ``images`` component of the images
+    folder reads ``labels`` (beside the images when there is none)."""
+    base = root
+    if data.get("path"):
+        base = Path(str(data["path"])).expanduser()
+        if not base.is_absolute():
+            base = root / base
+    entry = data.get(split) if split is not None else None
+    if entry is None:
+        img_dir, lbl_dir = base / "images", base / "labels"
+        if split is not None:
+            img_dir, lbl_dir = img_dir / split, lbl_dir / split
+        return img_dir, lbl_dir
+    if not isinstance(entry, str) or Path(entry).suffix.lower() == ".txt":
+        raise DatasetError(f"{yaml_path}: '{split}: {entry}' is not supported: give the "
+                           f"split's images folder (relative to the dataset root {base})")
+    img_dir = Path(entry).expanduser()
+    img_dir = img_dir if img_dir.is_absolute() else base / img_dir
+    parts = list(img_dir.parts)
+    if "images" in parts:
+        i = len(parts) - 1 - parts[::-1].index("images")
+        parts[i] = "labels"
+    return img_dir, Path(*parts)
+
+
 def load_yolo(root: str | Path, split: str | None = None) -> DatasetIndex:
     """Read a YOLO txt dataset: ``images/[split/]*.jpg`` + ``labels/[split/]*.txt``.
 
-    Class names come from ``data.yaml``/``dataset.yaml`` (``names``) or a names file
-    (``classes.txt``, ``names.txt``, ``obj.names``, ``*.names``) in the root.  Each label line
-    is ``class cx cy w h`` normalised to [0, 1]; polygon lines (``class x1 y1 x2 y2 ...``)
-    are converted to their bounding box.
+    root: the dataset folder, or its dataset yaml (any name).  Class names come from the
+    yaml (``data.yaml``/``dataset.yaml`` in the folder: ``names``) or a names file
+    (``classes.txt``, ``names.txt``, ``obj.names``, ``*.names``) in the root.  The yaml's
+    ``path`` (dataset root, relative to the yaml's folder) and ``train``/``val``/``test``
+    keys (images folder of that split, relative to the root; labels where its ``images``
+    component reads ``labels``) are honoured; list files (``.txt``) are refused.  Each
+    label line is ``class cx cy w h`` normalised to [0, 1]; polygon lines
+    (``class x1 y1 x2 y2 ...``) are converted to their bounding box.
     """
     root = Path(root)
-    report = DataReport(source=str(root))
-    names = None
-    for cand in ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml"):
-        if (root / cand).is_file():
-            names, _ = _parse_yaml_names(root / cand)
-            break
+    yaml_path = None
+    if root.is_file():
+        yaml_path, root = root, root.parent
+    else:
+        yaml_path = next((root / c for c in ("data.yaml", "dataset.yaml", "data.yml",
+                                             "dataset.yml") if (root / c).is_file()), None)
+    report = DataReport(source=str(yaml_path or root))
+    names, data = None, {}
+    if yaml_path is not None:
+        names, data = _parse_yaml_names(yaml_path)
     if names is None:
         files = [root / n for n in ("classes.txt", "names.txt", "obj.names")] + sorted(root.glob("*.names"))
         for f in files:
@@ -278,12 +316,10 @@ def load_yolo(root: str | Path, split: str | None = None) -> DatasetIndex:
     if not names:
         raise DatasetError(f"{root}: YOLO dataset needs class names: a data.yaml with 'names' "
                            f"or a classes.txt / names.txt / *.names file")
-    img_dir, lbl_dir = root / "images", root / "labels"
-    if split is not None:
-        img_dir, lbl_dir = img_dir / split, lbl_dir / split
+    img_dir, lbl_dir = _yolo_split_dirs(root, split, data, yaml_path)
     if not img_dir.is_dir():
         raise DatasetError(f"{root}: no image folder {img_dir}")
-    imgs = sorted(p for p in img_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    imgs = sorted(p for p in img_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     seen_labels = set()
     records = []
     for img_id, ip in enumerate(imgs):
@@ -452,9 +488,7 @@ def load_dataset(path: str | Path, split: str | None = None, *, strict: bool = T
         jp = p if p.is_file() else _find_coco_json(p, split)
         index = load_coco(jp, split, image_root=image_root)
     elif fmt == "yolo":
-        if p.is_file():  # a dataset yaml: root is its folder
-            p = p.parent
-        index = load_yolo(p, split)
+        index = load_yolo(p, split)  # a folder, or a dataset yaml
     else:
         index = load_voc(p, split)
     if strict:

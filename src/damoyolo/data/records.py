@@ -11,11 +11,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
+from ..errors import DamoyoloError
 
 __all__ = ["Record", "DatasetIndex", "DataReport", "DatasetError"]
 
 
-class DatasetError(ValueError):
+class DatasetError(DamoyoloError, ValueError):
     """A dataset cannot be used as is; the message names the file and the record."""
 
 

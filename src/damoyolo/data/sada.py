@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..config import ConfigError
+
 __all__ = ["SADA", "COLOR_OPS", "GEOMETRIC_OPS", "gaussian_map"]
 
 _MAX_LEVEL = 10.0
@@ -164,8 +166,8 @@ def decode_policy(params: tuple[int, ...], num_subpolicies: int
     p = list(params)[4:]
     need = num_subpolicies * 6 + 6
     if len(p) < need:
-        raise ValueError(f"sada_params: need {need + 4} values for {num_subpolicies} sub-policies, "
-                         f"got {len(params)}")
+        raise ConfigError(f"sada_params: need {need + 4} values for {num_subpolicies} sub-policies, "
+                          f"got {len(params)}")
     cnames = list(COLOR_OPS)
     subs = []
     for i in range(num_subpolicies):

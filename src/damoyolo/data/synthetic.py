@@ -38,6 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..config import ConfigError
+
 __all__ = ["CLASSES", "synthesize", "draw_image"]
 
 CLASSES = ("circle", "triangle", "square", "star", "cross", "ring")
@@ -176,8 +178,8 @@ def _draw(seed: tuple[int, ...], hw: tuple[int, int], max_objects: int, min_size
     smax = 0.45 * min(h, w)
     smin = min(_SMALL_START * min_size_px, smax)
     if not 1 <= min_size_px <= smax:
-        raise ValueError(f"min_size_px must be in [1, {smax:.0f}] for a {w}x{h} image, "
-                         f"got {min_size_px}")
+        raise ConfigError(f"min_size_px must be in [1, {smax:.0f}] for a {w}x{h} image, "
+                          f"got {min_size_px}")
     img = _background(rng, h, w)
     owner = np.full((h, w), -1, np.int16)
     areas: list[int] = []
@@ -253,17 +255,17 @@ def synthesize(out_dir: str | Path, images: int = 200, seed: int = 0, size: int 
     ``None``: all six).  Returns ``{"train": n_train, "val": n_val, "boxes": n_boxes}``.
     """
     if images < 1:
-        raise ValueError(f"images must be >= 1, got {images}")
+        raise ConfigError(f"images must be >= 1, got {images}")
     short = min(int(round(sh * size / 640)) for sh, _ in _SIZES)
     if int(min_size_px) != min_size_px or not 1 <= min_size_px <= 0.45 * short:
-        raise ValueError(f"min_size_px must be an integer in [1, {0.45 * short:.0f}] at size "
-                         f"{size}, got {min_size_px}")
+        raise ConfigError(f"min_size_px must be an integer in [1, {0.45 * short:.0f}] at size "
+                          f"{size}, got {min_size_px}")
     min_size_px = int(min_size_px)
     classes = tuple(CLASSES if classes is None else classes)
     bad = [c for c in classes if c not in CLASSES]
     if bad or not classes or len(set(classes)) != len(classes):
-        raise ValueError(f"classes must be distinct names of {', '.join(CLASSES)}; got "
-                         f"{', '.join(classes) or 'none'}")
+        raise ConfigError(f"classes must be distinct names of {', '.join(CLASSES)}; got "
+                          f"{', '.join(classes) or 'none'}")
     out = Path(out_dir)
     n_val = max(1, round(images * val_fraction)) if images >= 2 else 0
     n_train = images - n_val

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ConfigError
+
 __all__ = ["channel_normalize", "cwd_loss", "mimic_loss", "FeatureDistillLoss", "METHODS"]
 
 METHODS = ("cwd", "mimic")
@@ -73,12 +75,12 @@ class FeatureDistillLoss(nn.Module):
                  method: str = "cwd", temperature: float = 1.0, normalize: bool = True):
         super().__init__()
         if method not in METHODS:
-            raise ValueError(f"unknown distillation method {method!r}; valid: {', '.join(METHODS)}")
+            raise ConfigError(f"unknown distillation method {method!r}; valid: {', '.join(METHODS)}")
         if len(student_channels) != len(teacher_channels):
-            raise ValueError(f"student has {len(student_channels)} feature levels, teacher "
-                             f"{len(teacher_channels)}")
+            raise ConfigError(f"student has {len(student_channels)} feature levels, teacher "
+                              f"{len(teacher_channels)}")
         if temperature <= 0:
-            raise ValueError(f"distill.temperature must be > 0, got {temperature}")
+            raise ConfigError(f"distill.temperature must be > 0, got {temperature}")
         self.method, self.temperature, self.normalize = method, float(temperature), normalize
         self.align = nn.ModuleList(nn.Conv2d(cs, ct, kernel_size=1)
                                    for cs, ct in zip(student_channels, teacher_channels))

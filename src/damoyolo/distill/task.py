@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..config import DistillConfig
+from ..config import ConfigError, DistillConfig
+from ..errors import MissingFileError
 from ..models.detector import DAMOYOLO
 from ..models.heads.zero_head import HeadOutput
 from .losses import METHODS, FeatureDistillLoss
@@ -44,25 +45,24 @@ def load_teacher(spec: str, teacher_model: str = "", device: str | torch.device 
     record it); optional for our checkpoints.  A preset name builds a randomly initialised
     teacher (only useful for testing the pipeline); a warning says so.
     """
-    from ..checkpoint import CheckpointError, build_model, load_model
+    from ..checkpoint import ArchitectureUnknownError, CheckpointError, load_model
+    from ..models.factory import build_model
     from ..presets import PRESETS
     path = Path(spec)
     if path.is_file():
         try:
             return load_model(path, model=teacher_model or None, device=device)
-        except CheckpointError as e:
-            if not teacher_model and "do not record their architecture" in str(e):
-                raise CheckpointError(f"teacher {path}: an official checkpoint; name its "
-                                      f"architecture with --teacher-model (e.g. damoyolo-s)"
-                                      ) from None
-            raise
+        except ArchitectureUnknownError:
+            raise CheckpointError(f"teacher {path}: an official checkpoint; name its "
+                                  f"architecture with --teacher-model (e.g. damoyolo-s)"
+                                  ) from None
     if spec in PRESETS:
         warnings.warn(f"teacher {spec!r} is a preset name: the teacher has random weights "
                       f"(useful only to test the pipeline; pass a trained checkpoint)",
                       stacklevel=2)
         return build_model(spec).to(device).eval()
-    raise FileNotFoundError(f"teacher {spec!r}: no such checkpoint file, nor a preset name "
-                            f"(valid: {', '.join(PRESETS)})")
+    raise MissingFileError(f"teacher {spec!r}: no such checkpoint file, nor a preset name "
+                           f"(valid: {', '.join(PRESETS)})")
 
 
 class DistillTask:
@@ -79,10 +79,10 @@ class DistillTask:
 
     def __init__(self, teacher: DAMOYOLO, cfg: DistillConfig = DistillConfig()):
         if cfg.method not in METHODS:
-            raise ValueError(f"unknown distill.method {cfg.method!r}; valid: {', '.join(METHODS)}")
+            raise ConfigError(f"unknown distill.method {cfg.method!r}; valid: {', '.join(METHODS)}")
         if cfg.weight < 0 or not 0 <= cfg.final_ratio <= 1:
-            raise ValueError(f"distill.weight must be >= 0 and distill.final_ratio in [0, 1], "
-                             f"got {cfg.weight} and {cfg.final_ratio}")
+            raise ConfigError(f"distill.weight must be >= 0 and distill.final_ratio in [0, 1], "
+                              f"got {cfg.weight} and {cfg.final_ratio}")
         self.cfg = cfg
         # frozen and only ever run forward: deploy form (RepConv branches and BN folded) is
         # faster with the same outputs
@@ -113,17 +113,17 @@ class DistillTask:
         self.teacher.to(device).eval()
         s_cfg, t_cfg = model.cfg, self.teacher.cfg
         if tuple(s_cfg.head.strides) != tuple(t_cfg.head.strides):
-            raise ValueError(f"teacher {t_cfg.name} has feature strides {t_cfg.head.strides}, "
-                             f"student {s_cfg.name} {s_cfg.head.strides}: feature maps do not "
-                             f"align")
+            raise ConfigError(f"teacher {t_cfg.name} has feature strides {t_cfg.head.strides}, "
+                              f"student {s_cfg.name} {s_cfg.head.strides}: feature maps do not "
+                              f"align")
         size = 2 * max(s_cfg.head.strides)
         s_shapes = self._channels(model, size, device)
         t_shapes = self._channels(self.teacher, size, device)
         if len(s_shapes) != len(t_shapes) or any(a[1:] != b[1:]
                                                  for a, b in zip(s_shapes, t_shapes)):
-            raise ValueError(f"teacher {t_cfg.name} feature maps {t_shapes} do not align with "
-                             f"student {s_cfg.name} feature maps {s_shapes} on a "
-                             f"{size}x{size} input")
+            raise ConfigError(f"teacher {t_cfg.name} feature maps {t_shapes} do not align with "
+                              f"student {s_cfg.name} feature maps {s_shapes} on a "
+                              f"{size}x{size} input")
         if tuple(s_cfg.input_size) != tuple(t_cfg.input_size):
             warnings.warn(f"teacher {t_cfg.name} was built for {tuple(t_cfg.input_size)} inputs; "
                           f"it sees the student's {tuple(s_cfg.input_size)} images", stacklevel=2)

@@ -107,7 +107,7 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
         task = DistillTask(load_teacher(exp.distill.teacher, exp.distill.teacher_model),
                            exp.distill)
 
-    from ..checkpoint import build_model
+    from ..models.factory import build_model
     from ..data import DetectionDataset, build_loader, load_dataset
     from .trainer import Trainer
 

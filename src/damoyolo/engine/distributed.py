@@ -7,6 +7,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from ..config import ConfigError
+
 __all__ = ["init_distributed", "is_distributed", "rank", "world_size", "is_main", "barrier",
            "all_reduce_sum", "cleanup"]
 
@@ -36,7 +38,7 @@ def init_distributed(device: str = "") -> tuple[torch.device, int]:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     want_cuda = device.startswith("cuda") or (device == "" and torch.cuda.is_available())
     if want_cuda and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
     if want_cuda:
         dev = torch.device(device if ":" in device and ws == 1 else f"cuda:{local_rank}")
         torch.cuda.set_device(dev)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from ..config import ConfigError
+
 __all__ = ["build_optimizer", "CosineSchedule", "param_groups"]
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -38,7 +40,7 @@ def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float = 0.
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
-    raise ValueError(f"unknown optimizer {name!r}; valid: sgd, adamw")
+    raise ConfigError(f"unknown optimizer {name!r}; valid: sgd, adamw")
 
 
 class CosineSchedule:

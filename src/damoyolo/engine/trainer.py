@@ -18,6 +18,7 @@ it is not part of the model's state dict, so exported models never contain it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import random
@@ -30,20 +31,20 @@ import torch
 from torch import nn
 from ..data.dataset import EpochSampler
 
-from .. import __version__
-from ..checkpoint import FORMAT, atomic_save, read_checkpoint
-from ..config import ModelConfig, TrainConfig, from_dict, to_dict
+from ..checkpoint import FORMAT, CheckpointError, atomic_save, checkpoint_header, read_checkpoint
+from ..config import ConfigError, ModelConfig, TrainConfig, from_dict, to_dict
 from ..losses.criterion import DAMOYOLOCriterion
 from ..models.heads.zero_head import HeadOutput
 from . import distributed as du
 from .ema import ModelEMA
 from .optim import CosineSchedule, build_optimizer
 from .schedule import resolve_schedule
+from ..errors import DamoyoloError
 
 __all__ = ["Trainer", "TrainingDiverged", "EpochSampler", "seed_everything"]
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(DamoyoloError, RuntimeError):
     """A non-finite loss; the last good checkpoint is kept."""
 
 
@@ -159,8 +160,8 @@ class Trainer:
         self.device, self.local_rank = du.init_distributed(cfg.device)
         self.rank, self.world = du.rank(), du.world_size()
         if cfg.batch_size % self.world:
-            raise ValueError(f"train.batch_size={cfg.batch_size} is not divisible by the "
-                             f"{self.world} processes")
+            raise ConfigError(f"train.batch_size={cfg.batch_size} is not divisible by the "
+                              f"{self.world} processes")
         seed_everything(cfg.seed + self.rank)
         if loader_fn is None:
             from ..data import build_loader as loader_fn  # noqa: N813
@@ -173,8 +174,14 @@ class Trainer:
         self.workers = default_workers(cfg.workers, self.device)
 
         self.model = model.to(self.device).train()
-        if cfg.sync_bn and self.world > 1:
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        # under a process group (also of one process); SyncBatchNorm needs CUDA (DDP refuses
+        # it on CPU modules), so on CPU the flag keeps plain per-process BatchNorm
+        if cfg.sync_bn and du.is_distributed():
+            if self.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            elif du.is_main():
+                print("note: train.sync_bn needs CUDA; these CPU processes keep per-process "
+                      "BatchNorm", flush=True)
         self.sampler = EpochSampler(len(train_set), cfg.seed, self.rank, self.world)
         self.plan = resolve_schedule(cfg, len(self.sampler), self.world)
         total, no_aug_iters = self.plan.total_iters, self.plan.no_aug_iters
@@ -210,10 +217,15 @@ class Trainer:
         if resume is not None:
             self._resume(resume)
         self.ddp_model = self.net
-        if self.world > 1:
+        if du.is_distributed():
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp_model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         self.criterion = DAMOYOLOCriterion(self.model.head)
+        # the losses the progress bar shows: the criterion's, then the task's
+        self.loss_names = tuple(self.criterion.loss_names) + tuple(
+            getattr(task, "loss_names", ()))
+        self.improved = False  # whether the latest epoch's val_AP beat the best so far
+        self._writer = None
 
     # the resolved schedule's figures the loop uses
     accumulate = property(lambda self: self.plan.accumulate)
@@ -227,10 +239,7 @@ class Trainer:
 
     def state(self, epoch: int) -> dict[str, Any]:
         """Self-describing checkpoint of the end of ``epoch`` (0-based)."""
-        m = self.model
-        return {"format": FORMAT, "version": __version__, "model_config": to_dict(m.cfg),
-                "class_names": m.class_names, "category_ids": self.category_ids,
-                "model": m.state_dict(),
+        return {**checkpoint_header(self.model, self.category_ids),
                 "ema": self.ema.model.state_dict() if self.ema else None,
                 "ema_state": {"updates": self.ema.updates} if self.ema else None,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
@@ -242,16 +251,16 @@ class Trainer:
     def _resume(self, path: str | Path) -> None:
         ck = read_checkpoint(path)
         if ck.get("format") != FORMAT or "optimizer" not in ck:
-            raise ValueError(f"{path}: not a damoyolo training checkpoint (use it for "
-                             f"fine-tuning instead of --resume)")
+            raise CheckpointError(f"{path}: not a damoyolo training checkpoint (use it for "
+                                  f"fine-tuning instead of --resume)")
         stored = from_dict(ModelConfig, ck["model_config"])
         if stored != self.model.cfg:
-            raise ValueError(f"{path}: checkpoint model {stored.name} with "
-                             f"{stored.head.num_classes} classes does not match this run")
+            raise CheckpointError(f"{path}: checkpoint model {stored.name} with "
+                                  f"{stored.head.num_classes} classes does not match this run")
         if (ck.get("task") is not None) != (self.task is not None):
-            raise ValueError(f"{path}: the checkpoint was written by a run "
-                             f"{'with' if ck.get('task') is not None else 'without'} a training "
-                             f"task (distillation); resume it with the same teacher settings")
+            raise CheckpointError(f"{path}: the checkpoint was written by a run "
+                                  f"{'with' if ck.get('task') is not None else 'without'} a training "
+                                  f"task (distillation); resume it with the same teacher settings")
         self.model.load_state_dict(ck["model"])
         if self.task is not None:
             self.task.module.load_state_dict(ck["task"])
@@ -259,7 +268,14 @@ class Trainer:
             self.ema.model.load_state_dict(ck["ema"])
             self.ema.updates = int(ck["ema_state"]["updates"])
         self.optimizer.load_state_dict(ck["optimizer"])
+        planned = self.schedule.state_dict()
         self.schedule.load_state_dict(ck["scheduler"])
+        if self.schedule.state_dict() != planned:  # resumed with other epochs / lr / batch
+            self.schedule.load_state_dict(planned)
+            if self.progress:
+                print(f"note: {path} was written with another learning-rate schedule (epochs, "
+                      f"lr or batch changed); the schedule of this run's settings is used",
+                      flush=True)
         self.scaler.load_state_dict(ck["scaler"])
         self.start_epoch = int(ck["epoch"]) + 1
         self.best_map = float(ck.get("best_map", -1.0))
@@ -306,7 +322,8 @@ class Trainer:
                 images = images.contiguous(memory_format=torch.channels_last)
             targets = _targets_to(targets, self.device)
             step = (i + 1) % self.accumulate == 0 or i + 1 == self.iters_per_epoch
-            sync = self.ddp_model.no_sync() if (self.world > 1 and not step) else _null()
+            sync = (self.ddp_model.no_sync() if (self.world > 1 and not step)
+                    else contextlib.nullcontext())
             with sync:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype,
                                     enabled=self.use_amp):
@@ -346,8 +363,7 @@ class Trainer:
             n += 1
             if self.progress:
                 bar.set_postfix({k.replace("loss_", ""): f"{sums[k] / n:.3f}"
-                                 for k in ("loss", "loss_qfl", "loss_giou", "loss_dfl",
-                                           "loss_distill") if k in sums}
+                                 for k in self.loss_names if k in sums}
                                 | {"lr": f"{self.optimizer.param_groups[0]['lr']:.2e}"})
         return {k: v / max(n, 1) for k, v in sums.items()} | {
             "lr": self.optimizer.param_groups[0]["lr"]}
@@ -355,13 +371,13 @@ class Trainer:
     def evaluate(self) -> dict[str, float] | None:
         if self.val_set is None or self.val_gt is None or not du.is_main():
             return None
-        from ..eval import evaluate
+        from ..eval import Predictor, evaluate
         if self.bn_set is not None and self.plan.precise_bn > 0:
             self._precise_bn()
         loader = self.loader_fn(self.val_set, batch_size=max(1, self.cfg.batch_size // self.world),
                                 workers=self.workers, shuffle=False, seed=self.cfg.seed)
-        res = evaluate(self._eval_model(), loader, self.val_gt, self.category_ids,
-                       device=self.device)
+        res = evaluate(Predictor.from_model(self._eval_model(), device=self.device), loader,
+                       self.val_gt, self.category_ids)
         self.last_results = res.results
         return res.metrics
 
@@ -387,7 +403,7 @@ class Trainer:
         loader = self._loader()
         if du.is_main():
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        writer = self._tensorboard()
+        self._writer = self._tensorboard()
         record: dict[str, Any] = {}
         try:
             for epoch in range(self.start_epoch, cfg.epochs):
@@ -400,30 +416,54 @@ class Trainer:
                 t0 = time.time()
                 record = {"epoch": epoch + 1, **self.train_one_epoch(epoch, loader)}
                 record["time_s"] = time.time() - t0
-                last = epoch + 1 == cfg.epochs
-                if cfg.eval_interval > 0 and ((epoch + 1) % cfg.eval_interval == 0 or last):
-                    t1 = time.time()
-                    metrics = self.evaluate()
-                    if metrics is not None:
-                        record.update({f"val_{k}": v for k, v in metrics.items()})
-                        record["eval_s"] = time.time() - t1
-                self.history.append(record)
-                if du.is_main():
-                    self._log(record, writer)
-                    improved = "val_AP" in record and record["val_AP"] > self.best_map
-                    if improved:
-                        self.best_map = record["val_AP"]
-                    st = self.state(epoch)
-                    atomic_save(st, self.out_dir / "last.pt")
-                    if improved:
-                        atomic_save(st, self.out_dir / "best.pt")
+                self.history.append(record)  # the callbacks complete this same record
+                for callback in self.epoch_end_callbacks():
+                    callback(epoch, record)
                 du.barrier()
         finally:
-            if writer is not None:
-                writer.close()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         if du.is_main() and self.history:
             self.plot()
         return record
+
+    # ------------------------------------------------------------------ epoch-end callbacks
+    def epoch_end_callbacks(self) -> list[Callable[[int, dict], None]]:
+        """What runs after each epoch, in this order, as ``callback(epoch, record)``:
+        evaluate (adds ``val_*`` and ``eval_s`` to the record when due), log (results.csv,
+        TensorBoard, console), best (tracks the best ``val_AP``), checkpoint (``last.pt``, and
+        ``best.pt`` when it improved).  All but the evaluation run on rank 0 only.  The plots
+        are drawn once, after the last epoch (:meth:`plot`)."""
+        return [self._eval_callback, self._log_callback, self._best_callback,
+                self._checkpoint_callback]
+
+    def _eval_callback(self, epoch: int, record: dict) -> None:
+        every, last = self.cfg.eval_interval, epoch + 1 == self.cfg.epochs
+        if every <= 0 or not ((epoch + 1) % every == 0 or last):
+            return
+        t1 = time.time()
+        metrics = self.evaluate()
+        if metrics is not None:
+            record.update({f"val_{k}": v for k, v in metrics.items()})
+            record["eval_s"] = time.time() - t1
+
+    def _log_callback(self, epoch: int, record: dict) -> None:
+        if du.is_main():
+            self._log(record, self._writer)
+
+    def _best_callback(self, epoch: int, record: dict) -> None:
+        self.improved = du.is_main() and "val_AP" in record and record["val_AP"] > self.best_map
+        if self.improved:
+            self.best_map = record["val_AP"]
+
+    def _checkpoint_callback(self, epoch: int, record: dict) -> None:
+        if not du.is_main():
+            return
+        st = self.state(epoch)
+        atomic_save(st, self.out_dir / "last.pt")
+        if self.improved:
+            atomic_save(st, self.out_dir / "best.pt")
 
     def plot(self) -> list[Path]:
         """Write ``results.png`` (losses, lr, mAP per epoch) and, after an evaluation,
@@ -447,11 +487,14 @@ class Trainer:
     def _tensorboard(self):
         if not (self.cfg.tensorboard and du.is_main()):
             return None
-        try:
+        try:  # the tensorboard package is optional
             from torch.utils.tensorboard import SummaryWriter
-        except Exception:  # tensorboard is optional
+            return SummaryWriter(str(self.out_dir / "tensorboard"))
+        except Exception as e:
+            print(f"warning: train.tensorboard is set but TensorBoard did not start "
+                  f"({type(e).__name__}: {e}); training goes on without it "
+                  f"(pip install tensorboard)", flush=True)
             return None
-        return SummaryWriter(str(self.out_dir / "tensorboard"))
 
     def _log(self, record: dict, writer) -> None:
         path = self.out_dir / "results.csv"
@@ -479,11 +522,4 @@ class Trainer:
                         for k, v in record.items())
         print(msg, flush=True)
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 

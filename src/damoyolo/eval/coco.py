@@ -17,6 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.results import detections_to_coco_results
+from ..postprocess import scale_boxes
+from .predictor import Predictor
+
 __all__ = ["EvalResult", "coco_metrics", "evaluate", "format_report"]
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -91,74 +95,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _Runner:
-    """The two timed stages of a model: network forward, then decode + NMS.
-
-    Wraps a :class:`damoyolo.DAMOYOLO` (eval mode for the run, restored afterwards) or a
-    :class:`damoyolo.Detector` (any backend: torch, onnxruntime, OpenVINO, TensorRT;
-    explicit thresholds override the detector's own for the run).
-    """
-
-    def __init__(self, model, conf_thresh, iou_thresh, max_det, device):
-        from ..infer.detector import Detector
-        self.model = model
-        self.detector = isinstance(model, Detector)
-        if self.detector:
-            self.saved = (model.conf, model.iou, model.max_det)
-            if conf_thresh is not None:
-                model.conf = float(conf_thresh)
-            if iou_thresh is not None:
-                model.iou = float(iou_thresh)
-            if max_det is not None:
-                model.max_det = int(max_det)
-            # inputs go to the backend on the CPU; it moves them to its own device
-            bdev = getattr(model.backend, "device", None)
-            self.device = torch.device("cpu")
-            self.sync_device = bdev if isinstance(bdev, torch.device) else self.device
-        else:
-            self.device = torch.device(device) if device is not None else \
-                next(model.parameters()).device
-            self.sync_device = self.device
-            self.was_training = model.training
-            self.kw = dict(conf_thresh=conf_thresh, iou_thresh=iou_thresh, max_det=max_det)
-            model.eval()
-
-    def forward(self, images):
-        return self.model.forward(images) if self.detector else self.model(images)
-
-    def postprocess(self, out):
-        if self.detector:
-            return self.model.decode(out)
-        return self.model.postprocess(out, **self.kw)
-
-    def restore(self) -> None:
-        if self.detector:
-            self.model.conf, self.model.iou, self.model.max_det = self.saved
-        else:
-            self.model.train(self.was_training)
-
-
 @torch.no_grad()
-def evaluate(model, loader, gt: dict, category_ids: list[int] | None = None,
-             conf_thresh: float | None = None, iou_thresh: float | None = None,
-             max_det: int | None = None, device: str | torch.device | None = None,
+def evaluate(predict, loader, gt: dict, category_ids: list[int] | None = None,
              results_path: str | Path | None = None, progress: bool = False) -> EvalResult:
-    """Run ``model`` over ``loader`` (val transforms: straight resize) and score it.
+    """Run ``predict`` over ``loader`` (val transforms: straight resize) and score it.
 
-    model: a :class:`damoyolo.DAMOYOLO`, or a :class:`damoyolo.Detector` (e.g. an exported
-    ONNX / OpenVINO / TensorRT model; its input size must be the loader's).
-    loader yields (images (B, 3, H, W) float32 0..255, targets with ``image_id`` and
-    ``orig_size`` (h, w)).  Boxes are scaled from input pixels to original pixels by
-    ``orig / input`` per axis.  ``category_ids``: contiguous label -> original category id
-    (default: the model's, else the ids of ``gt['categories']`` in order).
+    predict: the "images -> detections" callable, preprocessed batch (B, 3, H, W) float32
+    0..255 -> one :class:`~damoyolo.postprocess.Detections` per image in input pixels.  A
+    :class:`~damoyolo.eval.predictor.Predictor` (``Predictor.from_model(model)``,
+    ``Predictor.from_detector(det)``, :func:`~damoyolo.eval.predictor.open_predictor`) is
+    timed per stage and gives the device, class names and category ids; any other callable
+    is timed as a whole (``inference``) and gets the images on the CPU.
+    loader yields (images, targets with ``image_id`` and ``orig_size`` (h, w)).  Boxes are
+    scaled from input pixels to original pixels by ``orig / input`` per axis.
+    ``category_ids``: contiguous label -> original category id (default: the predictor's,
+    else the ids of ``gt['categories']`` in order).
     Timing: ``inference`` is the network (for end-to-end exports including the in-graph
     NMS), ``nms`` the decode + NMS outside it.
     """
+    stages = predict if isinstance(predict, Predictor) else Predictor(predict, _as_is)
     if category_ids is None:
-        category_ids = getattr(model, "category_ids", None) or \
+        category_ids = stages.category_ids or \
             [c["id"] for c in sorted(gt.get("categories", []), key=lambda c: c["id"])]
-    runner = _Runner(model, conf_thresh, iou_thresh, max_det, device)
-    device = runner.device
+    device, sync_device = stages.device, stages.sync_device or stages.device
     results: list[dict] = []
     t_pre = t_inf = t_nms = 0.0
     n_img = 0
@@ -167,46 +126,40 @@ def evaluate(model, loader, gt: dict, category_ids: list[int] | None = None,
         from tqdm import tqdm
         it = tqdm(loader, desc="val", leave=False)
     t0 = time.perf_counter()
-    try:
-        for images, targets in it:
-            images = images.to(device, non_blocking=True)
-            _sync(runner.sync_device)
-            t1 = time.perf_counter()
-            out = runner.forward(images)
-            _sync(runner.sync_device)
-            t2 = time.perf_counter()
-            dets = runner.postprocess(out)
-            _sync(runner.sync_device)
-            t3 = time.perf_counter()
-            t_pre += t1 - t0
-            t_inf += t2 - t1
-            t_nms += t3 - t2
-            h_in, w_in = images.shape[-2:]
-            for det, tgt in zip(dets, targets):
-                oh, ow = tgt["orig_size"]
-                boxes = det.boxes.float().cpu().clone()
-                boxes[:, 0::2] *= ow / w_in
-                boxes[:, 1::2] *= oh / h_in
-                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, ow)
-                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, oh)
-                for b, s, lab in zip(boxes.tolist(), det.scores.tolist(), det.labels.tolist()):
-                    results.append({"image_id": int(tgt["image_id"]),
-                                    "category_id": int(category_ids[int(lab)]),
-                                    "bbox": [round(b[0], 2), round(b[1], 2),
-                                             round(b[2] - b[0], 2), round(b[3] - b[1], 2)],
-                                    "score": round(float(s), 5)})
-            n_img += len(targets)
-            t0 = time.perf_counter()
-    finally:
-        runner.restore()
+    for images, targets in it:
+        images = images.to(device, non_blocking=True)
+        _sync(sync_device)
+        t1 = time.perf_counter()
+        out = stages.forward(images)
+        _sync(sync_device)
+        t2 = time.perf_counter()
+        dets = stages.postprocess(out)
+        _sync(sync_device)
+        t3 = time.perf_counter()
+        t_pre += t1 - t0
+        t_inf += t2 - t1
+        t_nms += t3 - t2
+        h_in, w_in = images.shape[-2:]
+        for det, tgt in zip(dets, targets):
+            oh, ow = tgt["orig_size"]
+            boxes = scale_boxes(det.boxes.float().cpu(), (ow / w_in, oh / h_in), (oh, ow))
+            results += detections_to_coco_results(int(tgt["image_id"]), boxes,
+                                                  det.scores.float().cpu(), det.labels.cpu(),
+                                                  category_ids, rounded=True)
+        n_img += len(targets)
+        t0 = time.perf_counter()
     if results_path is not None:
         p = Path(results_path)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(results))
-    metrics, per_class = coco_metrics(gt, results, getattr(model, "class_names", None))
+    metrics, per_class = coco_metrics(gt, results, stages.class_names)
     n = max(n_img, 1)
     timing = {"preprocess": 1e3 * t_pre / n, "inference": 1e3 * t_inf / n, "nms": 1e3 * t_nms / n}
     return EvalResult(metrics, per_class, timing, results, n_img)
+
+
+def _as_is(dets):
+    return dets
 
 
 def format_report(res: EvalResult) -> str:

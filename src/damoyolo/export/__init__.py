@@ -11,6 +11,4 @@ from .openvino import export_openvino
 from .tensorrt import export_tensorrt
 
 __all__ = ["MODES", "ExportError", "export_metadata", "export_onnx", "read_metadata",
-           "export_openvino", "export_tensorrt", "FORMATS"]
-
-FORMATS = ("onnx", "openvino", "tensorrt")
+           "export_openvino", "export_tensorrt"]

@@ -21,23 +21,25 @@ pairs fused).  Three output layouts (``mode``):
     descending score.
 
 Input: ``images`` (B, 3, H, W) float32 RGB in [0, 255] (see :mod:`damoyolo.preprocess`).
-Metadata (``metadata_props``): key ``damoyolo`` holds a JSON object (see
-:func:`export_metadata`); ``names`` and ``imgsz`` are repeated as plain keys.
+Metadata (``metadata_props``): key ``damoyolo`` holds a JSON object, written and read by
+:mod:`damoyolo.metadata` (``export_metadata``, ``read_metadata`` are re-exported here);
+``names`` and ``imgsz`` are repeated as plain keys.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._optional import import_optional
-from ..ops.boxes import distance_to_bbox
+from ..errors import DamoyoloError
+from ..metadata import export_metadata, read_metadata
+from ..metadata import set_onnx_metadata as _set_metadata
+from ..models.heads.zero_head import decode_dfl, flatten_dfl, make_priors
 
 __all__ = ["MODES", "ExportError", "RawExport", "RawHeadsExport", "export_onnx",
            "export_metadata", "add_end2end_nms", "read_metadata"]
@@ -47,7 +49,7 @@ DEFAULT_OPSET = 17
 MAX_IR_VERSION = 10  # newest IR that onnxruntime/OpenVINO of 2024-2026 load
 
 
-class ExportError(RuntimeError):
+class ExportError(DamoyoloError, RuntimeError):
     """An export could not be produced (missing dependency, bad option)."""
 
 
@@ -59,7 +61,6 @@ class RawExport(nn.Module):
         self.model = model
         head = model.head
         sizes = [(input_hw[0] // s, input_hw[1] // s) for s in head.strides]
-        from ..models.heads.zero_head import make_priors
         priors = make_priors(sizes, head.strides)
         self.register_buffer("points", priors[:, :2].clone(), persistent=False)
         self.register_buffer("stride", priors[:, 2:3].clone(), persistent=False)
@@ -68,13 +69,9 @@ class RawExport(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         out = self.model(images)
-        head = self.model.head
         cls = torch.cat([c.flatten(2) for c in out.cls], dim=2)          # (B, C, A)
-        reg = torch.cat([r.flatten(2) for r in out.reg], dim=2)          # (B, 4(R+1), A)
-        b = images.shape[0]
-        reg = reg.reshape(b, 4, head.reg_max + 1, -1).permute(0, 3, 1, 2)  # (B, A, 4, R+1)
-        dist = F.softmax(reg, dim=-1).matmul(self.proj) * self.stride    # (B, A, 4)
-        boxes = distance_to_bbox(self.points, dist)
+        reg = flatten_dfl(out.reg, self.model.head.reg_max, images)     # (B, A, 4, R+1)
+        boxes = decode_dfl(reg, self.points, self.stride, self.proj)
         return cls.sigmoid().transpose(1, 2), boxes
 
 
@@ -90,25 +87,23 @@ class RawHeadsExport(nn.Module):
         return tuple(c.sigmoid() for c in out.cls) + tuple(out.reg)
 
 
-def export_metadata(model: nn.Module, input_hw: tuple[int, int], mode: str, **extra) -> dict:
-    """The JSON metadata embedded in every exported file."""
-    from .. import __version__
-    head = model.head
-    names = model.class_names or [str(i) for i in range(head.num_classes)]
-    meta = {
-        "format": "damoyolo-export", "damoyolo_version": __version__,
-        "preset": model.cfg.name, "class_names": list(names),
-        "category_ids": getattr(model, "category_ids", None),
-        "input_size": [int(input_hw[0]), int(input_hw[1])],
-        "preprocessing": {"channel_order": "RGB", "resize": "straight to input_size (no keep "
-                          "ratio), cv2 INTER_LINEAR", "dtype": "float32", "range": [0, 255],
-                          "mean": None, "std": None, "layout": "NCHW"},
-        "mode": mode, "reg_max": int(head.reg_max), "strides": list(head.strides),
-        "conf_thresh": float(model.cfg.head.conf_thresh),
-        "iou_thresh": float(model.cfg.head.iou_thresh),
-    }
-    meta.update(extra)
-    return meta
+class HalfNetwork(nn.Module):
+    """The network (backbone, neck, head) in float16 between float32 casts: float32 images in,
+    float32 head outputs out, so that the decode and NMS after it stay float32.  For runtimes
+    that run each layer in the precision of the graph (strongly typed TensorRT 11)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.net = model.half()
+
+    @property
+    def head(self) -> nn.Module:
+        return self.net.head
+
+    def forward(self, images: Tensor):
+        from ..models.heads.zero_head import HeadOutput
+        out = self.net(images.half())
+        return HeadOutput([c.float() for c in out.cls], [r.float() for r in out.reg])
 
 
 def _output_names(mode: str, strides: tuple[int, ...]) -> list[str]:
@@ -214,36 +209,19 @@ def _simplify(model):
     return onnxslim.slim(model)
 
 
-def _set_metadata(model, meta: dict) -> None:
-    del model.metadata_props[:]
-    for k, v in (("damoyolo", json.dumps(meta)), ("names", json.dumps(meta["class_names"])),
-                 ("imgsz", json.dumps(meta["input_size"]))):
-        e = model.metadata_props.add()
-        e.key, e.value = k, v
-    model.producer_name = "damoyolo"
-    model.producer_version = meta["damoyolo_version"]
-
-
-def read_metadata(path: str | Path) -> dict:
-    """The ``damoyolo`` metadata of an exported ONNX file (error if absent)."""
-    onnx = import_optional("onnx", "reading an ONNX file")
-    m = onnx.load(str(path), load_external_data=False)
-    for e in m.metadata_props:
-        if e.key == "damoyolo":
-            return json.loads(e.value)
-    raise ExportError(f"{path}: no damoyolo metadata (not exported by damoyolo?)")
-
-
 def export_onnx(model: nn.Module, path: str | Path, imgsz: tuple[int, int] | None = None,
                 mode: str = "raw", dynamic: bool = False, batch: int = 1,
                 opset: int = DEFAULT_OPSET, simplify: bool = True, max_det: int = 100,
-                conf_thresh: float | None = None, iou_thresh: float | None = None) -> Path:
+                conf_thresh: float | None = None, iou_thresh: float | None = None,
+                half: bool = False) -> Path:
     """Export ``model`` (a :class:`damoyolo.DAMOYOLO`) to ONNX; returns the written path.
 
     The model is deep-copied, put in eval mode and re-parameterised first.
     imgsz: (H, W) multiples of 32 (default: the preset's input size).
     dynamic: symbolic batch dimension (``batch`` is then only the tracing size).
     conf_thresh/iou_thresh: end-to-end thresholds (default: the preset's).
+    half: the network in float16 with float32 inputs and outputs (:class:`HalfNetwork`; for
+    strongly typed TensorRT), the decode and NMS in float32.
     """
     onnx = import_optional("onnx", "ONNX export")
 
@@ -261,7 +239,8 @@ def export_onnx(model: nn.Module, path: str | Path, imgsz: tuple[int, int] | Non
 
     net = copy.deepcopy(model).float().cpu().eval()
     net.reparameterize()
-    wrapper = RawHeadsExport(net) if mode == "raw_heads" else RawExport(net, hw)
+    core = HalfNetwork(copy.deepcopy(net)) if half else net
+    wrapper = RawHeadsExport(core) if mode == "raw_heads" else RawExport(core, hw)
     names = _output_names(mode, net.head.strides)
     axes = None
     if dynamic:
@@ -282,6 +261,8 @@ def export_onnx(model: nn.Module, path: str | Path, imgsz: tuple[int, int] | Non
     if simplify:
         m = _simplify(m)
     extra = {"opset": opset, "dynamic_batch": bool(dynamic), "outputs": names}
+    if half:
+        extra["network_dtype"] = "float16"
     if mode == "end2end":
         m = add_end2end_nms(m, max_det, iou, conf)
         extra.update(outputs=["num_dets", "det_boxes", "det_scores", "det_labels"],

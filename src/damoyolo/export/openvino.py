@@ -1,6 +1,6 @@
 """OpenVINO IR export (``.xml`` + ``.bin``), converted from our ONNX export.
 
-The damoyolo metadata (see :func:`damoyolo.export.onnx.export_metadata`) is stored in the
+The damoyolo metadata (:mod:`damoyolo.metadata`) is stored in the
 IR's runtime info under the key ``damoyolo`` as a JSON string.  ``half=True`` stores the
 weights in fp16 (OpenVINO computes in the device's inference precision either way; on
 CPUs with bf16 support the default hint is bf16, so pass
@@ -9,13 +9,13 @@ CPUs with bf16 support the default hint is bf16, so pass
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 from torch import nn
 
-from .onnx import ExportError, export_onnx, read_metadata
+from ..metadata import read_metadata, read_openvino_metadata, set_openvino_metadata
+from .onnx import ExportError, export_onnx
 
 __all__ = ["export_openvino", "read_openvino_metadata"]
 
@@ -45,13 +45,6 @@ def export_openvino(model: nn.Module, path: str | Path, half: bool = False, **on
         meta = read_metadata(onnx_path)
         ov_model = ov.convert_model(str(onnx_path))
     meta["openvino_weights"] = "f16" if half else "f32"
-    ov_model.set_rt_info(json.dumps(meta), ["damoyolo"])
+    set_openvino_metadata(ov_model, meta)
     ov.save_model(ov_model, str(path), compress_to_fp16=half)
     return path
-
-
-def read_openvino_metadata(ov_model) -> dict:
-    """The damoyolo metadata of a read ``openvino.Model`` (error if absent)."""
-    if not ov_model.has_rt_info(["damoyolo"]):
-        raise ExportError("OpenVINO model has no damoyolo metadata (not exported by damoyolo?)")
-    return json.loads(ov_model.get_rt_info(["damoyolo"]).astype(str))

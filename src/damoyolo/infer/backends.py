@@ -8,27 +8,27 @@ model's device), in the order named by ``backend.outputs``:
 - mode ``raw_heads``: ``cls_s8, cls_s16, cls_s32, reg_s8, reg_s16, reg_s32``;
 - mode ``end2end``: ``num_dets, det_boxes, det_scores, det_labels``.
 
-``backend.meta`` is the export metadata (:func:`damoyolo.export.export_metadata`):
+``backend.meta`` is the export metadata (:mod:`damoyolo.metadata`):
 class names, input size, mode, thresholds.  ``backend.batch`` is the fixed batch size
 of a static graph, or ``None`` when any batch size is accepted.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+from ..errors import DamoyoloError, MissingFileError
 
 __all__ = ["BackendError", "Backend", "TorchBackend", "OnnxRuntimeBackend", "OpenVINOBackend",
-           "TensorRTBackend", "BACKENDS", "open_backend", "backend_for_path",
-           "default_threads"]
+           "TensorRTBackend", "BACKENDS", "SUFFIXES", "open_backend", "backend_for_path",
+           "is_export", "default_threads"]
 
 
-class BackendError(RuntimeError):
+class BackendError(DamoyoloError, RuntimeError):
     """A backend could not be opened (missing package, wrong file, no device)."""
 
 
@@ -69,7 +69,7 @@ class TorchBackend(Backend):
     def __init__(self, weights, device: str = "cpu", half: bool = False,
                  model: str | None = None, imgsz: tuple[int, int] | None = None):
         from ..checkpoint import load_model
-        from ..export.onnx import export_metadata
+        from ..metadata import export_metadata
         from ..models.detector import DAMOYOLO
 
         if isinstance(weights, DAMOYOLO):
@@ -110,7 +110,7 @@ class OnnxRuntimeBackend(Backend):
         except ImportError:
             raise BackendError("the onnxruntime backend needs the optional package onnxruntime "
                                "(pip install 'damoyolo[export]')") from None
-        from ..export.onnx import read_metadata
+        from ..metadata import read_metadata
 
         self.meta = read_metadata(path)
         so = ort.SessionOptions()
@@ -150,13 +150,12 @@ class OpenVINOBackend(Backend):
         except ImportError:
             raise BackendError("the openvino backend needs the optional package openvino "
                                "(pip install 'damoyolo[export]')") from None
-        from ..export.onnx import read_metadata
-        from ..export.openvino import read_openvino_metadata
+        from ..metadata import read_metadata, read_openvino_metadata
 
         core = ov.Core()
         model = core.read_model(str(path))
         self.meta = (read_metadata(path) if str(path).endswith(".onnx")
-                     else read_openvino_metadata(model))
+                     else read_openvino_metadata(model, path))
         dev = "CPU" if str(device).lower() == "cpu" else str(device).upper()
         cfg = {}
         if precision:
@@ -185,16 +184,14 @@ class TensorRTBackend(Backend):
 
     def __init__(self, path, device: str = "cuda:0"):
         from ..export.tensorrt import check_tensorrt
+        from ..metadata import read_tensorrt_metadata
         from ..export.onnx import ExportError
         try:
             trt = check_tensorrt()
         except ExportError as e:
             raise BackendError(str(e)) from None
         path = Path(path)
-        meta_path = path.with_name(path.name + ".json")
-        if not meta_path.is_file():
-            raise BackendError(f"{meta_path}: missing metadata file written by damoyolo export")
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = read_tensorrt_metadata(path)
         self.device = torch.device(device if str(device).startswith("cuda") else "cuda:0")
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
@@ -209,34 +206,47 @@ class TensorRTBackend(Backend):
         x = images.to(self.device, torch.float32).contiguous()
         self.context.set_input_shape("images", tuple(x.shape))
         self.context.set_tensor_address("images", int(x.data_ptr()))
+        dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
+                  trt.int64: torch.int64, trt.bool: torch.bool}
         outs = []
         for name in self.outputs:
             shape = tuple(self.context.get_tensor_shape(name))
-            dt = torch.int32 if self.engine.get_tensor_dtype(name) == trt.int32 else torch.float32
-            t = torch.empty(shape, dtype=dt, device=self.device)
+            kind = self.engine.get_tensor_dtype(name)
+            if kind not in dtypes:
+                raise BackendError(f"engine output {name!r} has unsupported type {kind}")
+            t = torch.empty(shape, dtype=dtypes[kind], device=self.device)
             self.context.set_tensor_address(name, int(t.data_ptr()))
             outs.append(t)
         stream = torch.cuda.current_stream(self.device)
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise BackendError("TensorRT execution failed")
         stream.synchronize()
-        return [o.cpu() for o in outs]
+        return [o.float().cpu() if o.dtype == torch.float16 else o.cpu() for o in outs]
 
 
 BACKENDS = {"torch": TorchBackend, "onnxruntime": OnnxRuntimeBackend,
             "openvino": OpenVINOBackend, "tensorrt": TensorRTBackend}
 
-_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt",
-           ".plan": "tensorrt", ".pth": "torch", ".pt": "torch"}
+SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt",
+            ".plan": "tensorrt", ".pth": "torch", ".pt": "torch"}
+"""Weights-file suffix -> default backend: the one table (``Detector``, ``val``, ``bench``)."""
 
 
-def backend_for_path(path) -> str:
-    """The default backend for a weights file, by its suffix."""
+def backend_for_path(path, default: str | None = None) -> str:
+    """The default backend for a weights file, by its suffix (``default`` for an unknown
+    suffix; an error when ``default`` is None)."""
     suffix = Path(str(path)).suffix.lower()
-    if suffix not in _SUFFIX:
+    if suffix not in SUFFIXES:
+        if default is not None:
+            return default
         raise BackendError(f"{path}: cannot tell the backend from the suffix {suffix!r}; "
                            f"pass backend= one of {sorted(BACKENDS)}")
-    return _SUFFIX[suffix]
+    return SUFFIXES[suffix]
+
+
+def is_export(path) -> bool:
+    """Whether ``path`` names an exported model (a suffix of a backend other than torch)."""
+    return backend_for_path(path, default="torch") != "torch"
 
 
 def open_backend(weights, backend: str | None = None, device: str = "cpu",
@@ -249,7 +259,7 @@ def open_backend(weights, backend: str | None = None, device: str = "cpu",
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if not isinstance(weights, DAMOYOLO) and not Path(str(weights)).is_file():
-        raise FileNotFoundError(f"{weights}: no such weights file")
+        raise MissingFileError(f"{weights}: no such weights file")
     if backend == "torch":
         if threads:
             torch.set_num_threads(int(threads))

@@ -21,10 +21,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..ops.boxes import distance_to_bbox
+from ..config import ConfigError
+from ..models.heads.zero_head import decode_dfl, flatten_dfl, make_priors
 from ..postprocess import Detections, postprocess, scale_boxes
 from ..preprocess import ImageMeta, preprocess_batch, read_image, to_rgb_uint8
 from .backends import Backend, open_backend
@@ -39,17 +39,13 @@ def decode_raw_heads(outs: Sequence[Tensor], strides: Sequence[int], reg_max: in
     outs: ``cls_s*`` (B, C, H, W) sigmoid scores for every level, then ``reg_s*``
     (B, 4*(reg_max+1), H, W) DFL logits for every level.
     """
-    from ..models.heads.zero_head import make_priors
     n = len(strides)
     cls, reg = outs[:n], outs[n:]
-    b = cls[0].shape[0]
     scores = torch.cat([c.flatten(2) for c in cls], 2).transpose(1, 2)
-    r = torch.cat([x.flatten(2) for x in reg], 2).reshape(b, 4, reg_max + 1, -1)
-    r = r.permute(0, 3, 1, 2).float()
+    r = flatten_dfl(reg, reg_max).float()
     priors = make_priors([tuple(c.shape[-2:]) for c in cls], tuple(strides), device=r.device)
     proj = torch.arange(reg_max + 1, dtype=r.dtype, device=r.device)
-    dist = F.softmax(r, -1).matmul(proj) * priors[:, 2:3]
-    return scores.float(), distance_to_bbox(priors[:, :2], dist)
+    return scores.float(), decode_dfl(r, priors[:, :2], priors[:, 2:3], proj)
 
 
 class Detector:
@@ -79,13 +75,13 @@ class Detector:
         if isinstance(imgsz, int):
             imgsz = (imgsz, imgsz)
         if imgsz is not None and any(v <= 0 or v % 32 for v in imgsz):
-            raise ValueError(f"imgsz {tuple(imgsz)} must be positive multiples of 32")
+            raise ConfigError(f"imgsz {tuple(imgsz)} must be positive multiples of 32")
         self.backend: Backend = open_backend(weights, backend, device=device, threads=threads,
                                              half=half, model=model, imgsz=imgsz)
         meta = self.backend.meta
         if imgsz is not None and tuple(imgsz) != self.backend.input_size:
-            raise ValueError(f"{weights}: exported for input {tuple(meta['input_size'])}, "
-                             f"cannot run at {tuple(imgsz)} (re-export with --imgsz)")
+            raise ConfigError(f"{weights}: exported for input {tuple(meta['input_size'])}, "
+                              f"cannot run at {tuple(imgsz)} (re-export with --imgsz)")
         self.conf = float(meta["conf_thresh"] if conf is None else conf)
         self.iou = float(meta["iou_thresh"] if iou is None else iou)
         self.max_det = int(max_det)
@@ -125,9 +121,9 @@ class Detector:
         """Preprocessed batch (B, 3, H, W) float32 RGB 0..255 -> Detections in input pixels.
 
         The entry point for evaluators: the batch must already have the backend's input
-        size (see :mod:`damoyolo.preprocess`).  Same as ``decode(forward(batch))``.
+        size (see :mod:`damoyolo.preprocess`).  Same as ``postprocess(forward(batch))``.
         """
-        return self.decode(self.forward(batch))
+        return self.postprocess(self.forward(batch))
 
     @torch.no_grad()
     def forward(self, batch: Tensor) -> list[Tensor]:
@@ -142,9 +138,10 @@ class Detector:
         return self._forward(batch)
 
     @torch.no_grad()
-    def decode(self, outs: list[Tensor]) -> list[Detections]:
+    def postprocess(self, outs: list[Tensor]) -> list[Detections]:
         """Graph outputs of :meth:`forward` -> Detections in input pixels (decode + NMS,
-        or for end-to-end exports only the ``conf``/``classes``/``max_det`` filters)."""
+        or for end-to-end exports only the ``conf``/``classes``/``max_det`` filters); the
+        counterpart of :meth:`damoyolo.DAMOYOLO.postprocess`."""
         names = self.class_names
         mode = self.backend.mode
         if mode == "end2end":
@@ -198,3 +195,11 @@ class Detector:
     def __repr__(self) -> str:
         return (f"Detector(backend={self.backend.name}, mode={self.backend.mode}, "
                 f"input={self.input_size}, classes={len(self.class_names)})")
+
+    def track(self, source, tracker: str = "bytetrack", batch_size: int = 1, **settings):
+        """Detect and track objects over a video, camera, image folder/glob or an iterable
+        of RGB arrays: yields a :class:`damoyolo.track.api.TrackFrame` per frame (its
+        ``tracks`` has ``boxes``, ``ids``, ``scores``, ``labels``).  ``tracker``:
+        ``"bytetrack"`` or ``"iou"``; ``settings``: its config fields (docs/tracking.md)."""
+        from ..track.api import track_frames
+        return track_frames(self, source, tracker=tracker, batch_size=batch_size, **settings)

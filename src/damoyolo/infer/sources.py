@@ -17,13 +17,12 @@ from typing import Iterator
 
 import numpy as np
 
-from ..preprocess import ImageReadError, read_image
+from ..errors import MissingFileError
+from ..preprocess import IMAGE_SUFFIXES, ImageReadError, read_image
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "ImageSource", "VideoSource",
            "open_source", "Progress"]
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm",
-                  ".ppm", ".pbm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
 
@@ -69,7 +68,7 @@ class VideoSource:
         self.cap = cv2.VideoCapture(spec)
         if not self.cap.isOpened():
             what = f"camera {spec}" if self.is_camera else f"{spec}"
-            raise FileNotFoundError(f"{what}: cannot open video source")
+            raise MissingFileError(f"{what}: cannot open video source")
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 25.0
         n = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.total = None if self.is_camera or n <= 0 else n
@@ -106,7 +105,7 @@ def open_source(spec: str | int, max_frames: int | None = None) -> ImageSource |
         files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in
                        IMAGE_SUFFIXES)
         if not files:
-            raise FileNotFoundError(f"{p}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise MissingFileError(f"{p}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return ImageSource(files, str(p))
     if p.is_file():
         if p.suffix.lower() in VIDEO_SUFFIXES:
@@ -116,9 +115,9 @@ def open_source(spec: str | int, max_frames: int | None = None) -> ImageSource |
         files = sorted(Path(f) for f in glob.glob(str(spec), recursive=True)
                        if Path(f).is_file() and Path(f).suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise FileNotFoundError(f"{spec}: the pattern matches no image files")
+            raise MissingFileError(f"{spec}: the pattern matches no image files")
         return ImageSource(files, str(spec))
-    raise FileNotFoundError(f"{spec}: no such file, directory, glob match or camera index")
+    raise MissingFileError(f"{spec}: no such file, directory, glob match or camera index")
 
 
 class Progress:

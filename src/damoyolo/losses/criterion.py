@@ -44,6 +44,8 @@ class DAMOYOLOCriterion:
     back-propagate), ``loss_qfl``, ``loss_giou``, ``loss_dfl`` and ``num_pos`` (detached).
     """
 
+    loss_names = ("loss", "loss_qfl", "loss_giou", "loss_dfl")  # its losses (num_pos is a count)
+
     def __init__(self, head, qfl_weight: float = 1.0, giou_weight: float = 2.0,
                  dfl_weight: float = 0.25, beta: float = 2.0, assigner: AlignedOTA | None = None):
         self.head = head

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config import ConfigError, ModelConfig
 from ..postprocess import Detections, postprocess
 from .backbones.structure import inline_structure, is_packaged_structure, load_structure
 from .backbones.tinynas import BACKBONES
@@ -34,13 +33,13 @@ class DAMOYOLO(nn.Module):
     def __init__(self, cfg: ModelConfig, class_names: list[str] | None = None):
         super().__init__()
         if class_names is not None and len(class_names) != cfg.head.num_classes:
-            raise ValueError(f"{len(class_names)} class names for {cfg.head.num_classes} classes")
+            raise ConfigError(f"{len(class_names)} class names for {cfg.head.num_classes} classes")
         self.cfg = cfg
         self.class_names = list(class_names) if class_names is not None else None
         self.category_ids: list[int] | None = None  # label -> dataset category id, if known
         b = cfg.backbone
         if b.kind not in BACKBONES:
-            raise ValueError(f"unknown backbone kind {b.kind!r}; valid: {sorted(BACKBONES)}")
+            raise ConfigError(f"unknown backbone kind {b.kind!r}; valid: {sorted(BACKBONES)}")
         structure = load_structure(b.structure)
         if not is_packaged_structure(b.structure):  # a searched structure: keep it, not its path
             b = dataclasses.replace(b, structure=inline_structure(structure))
@@ -97,13 +96,3 @@ class DAMOYOLO(nn.Module):
         self.class_names = list(class_names)
         self.cfg = dataclasses.replace(
             self.cfg, head=dataclasses.replace(self.cfg.head, num_classes=len(class_names)))
-
-    @torch.no_grad()
-    def infer(self, images: Tensor) -> list[Detections]:
-        """Convenience: eval-mode forward + post-processing on a preprocessed batch."""
-        was_training = self.training
-        self.eval()
-        try:
-            return self.postprocess(self(images))
-        finally:
-            self.train(was_training)

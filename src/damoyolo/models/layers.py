@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ConfigError
+
 __all__ = [
     "BN_EPS",
     "BN_MOMENTUM",
@@ -45,7 +47,7 @@ def get_activation(name: str | None) -> nn.Module:
     try:
         return _ACTIVATIONS[name.lower()]()
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; valid: {sorted(_ACTIVATIONS)}") from None
+        raise ConfigError(f"unknown activation {name!r}; valid: {sorted(_ACTIVATIONS)}") from None
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:

@@ -40,6 +40,7 @@ import re
 
 import torch
 from torch import Tensor
+from ..errors import DamoyoloError
 
 __all__ = ["OfficialCheckpointError", "official_key_to_ours", "convert_official_state_dict",
            "strip_module_prefix", "DROPPED"]
@@ -52,7 +53,7 @@ _MOB_NECK_IDX = {"0": "expand.conv", "1": "expand.bn", "3": "dw.conv", "4": "dw.
                  "6": "project.conv", "7": "project.bn"}
 
 
-class OfficialCheckpointError(KeyError):
+class OfficialCheckpointError(DamoyoloError, KeyError):
     """An official checkpoint does not fit the model (missing/unexpected keys or shapes)."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable

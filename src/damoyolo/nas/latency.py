@@ -31,12 +31,13 @@ import numpy as np
 
 from ..models.backbones.structure import BlockSpec
 from .cost import ConvOp, conv_ops
+from ..errors import DamoyoloError
 
 __all__ = ["TableError", "TablePredictor", "MeasuredPredictor", "profile_table",
            "format_row", "parse_row"]
 
 
-class TableError(ValueError):
+class TableError(DamoyoloError, ValueError):
     """A latency table could not be read or does not cover a convolution."""
 
 

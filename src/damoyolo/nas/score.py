@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..config import ConfigError
 from ..models.backbones.structure import K1KX, STEM, BlockSpec
 from .cost import iter_units
 
@@ -70,8 +71,8 @@ def _combine(gains: Sequence[float], blocks: Sequence[BlockSpec],
              stage_weights: Sequence[float]) -> ScoreResult:
     units_before, channels = stage_info(blocks)
     if len(units_before) != len(stage_weights):
-        raise ValueError(f"the structure has {len(units_before)} stages but {len(stage_weights)} "
-                         f"stage weights were given ({list(stage_weights)})")
+        raise ConfigError(f"the structure has {len(units_before)} stages but {len(stage_weights)} "
+                          f"stage weights were given ({list(stage_weights)})")
     terms = []
     for n, c, w in zip(units_before, channels, stage_weights):
         if w == 0:

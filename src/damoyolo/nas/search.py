@@ -22,13 +22,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from ..errors import DamoyoloError
 from ..models.backbones.structure import BlockSpec
 from .cost import count_layers, count_macs, count_params
 from .score import DEFAULT_STAGE_WEIGHTS, madnas_score
 from .space import SearchSpace
 
 __all__ = ["Budgets", "Candidate", "SearchResult", "Evaluator", "evolve", "search",
-           "make_predictor"]
+           "make_predictor", "SearchError"]
+
+
+class SearchError(DamoyoloError, ValueError):
+    """The search cannot run as asked (budgets, latency predictor, initial structure)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ def make_predictor(spec: str | None, resolution: int, threads: int | None = None
     if spec == "measured" or spec.startswith("measured:"):
         device = spec.split(":", 1)[1] if ":" in spec else "cpu"
         return MeasuredPredictor(resolution=resolution, device=device, threads=threads)
-    raise ValueError(f"unknown latency predictor {spec!r}; use 'table:PATH' or 'measured[:DEVICE]'")
+    raise SearchError(f"unknown latency predictor {spec!r}; use 'table:PATH' or 'measured[:DEVICE]'")
 
 
 class Evaluator:
@@ -105,7 +110,7 @@ class Evaluator:
     def __init__(self, budgets: Budgets, resolution: int = 320, predictor=None,
                  stage_weights: Sequence[float] = DEFAULT_STAGE_WEIGHTS):
         if budgets.latency is not None and predictor is None:
-            raise ValueError("a latency budget needs a latency predictor")
+            raise SearchError("a latency budget needs a latency predictor")
         self.budgets = budgets
         self.resolution = resolution
         self.predictor = predictor
@@ -191,8 +196,13 @@ def _merge(pops: Sequence[Sequence[Candidate]], size: int) -> list[Candidate]:
 
 
 class _Progress:
-    def __init__(self, total: int, budgets: Budgets, every: int = 1000, stream=sys.stderr):
-        self.total, self.budgets, self.every, self.stream = total, budgets, max(1, every), stream
+    """Prints ``[done/total] best SCORE (budget use) RATE ms/cand`` every ``every`` candidates;
+    the rate is the time since this object was made over the candidates done (one object
+    for the whole search)."""
+
+    def __init__(self, total: int, budgets: Budgets, every: int = 1000, stream=None):
+        self.total, self.budgets, self.every = total, budgets, max(1, every)
+        self.stream = stream if stream is not None else sys.stderr
         self.t0 = time.perf_counter()
 
     def __call__(self, done: int, pop: Sequence[Candidate]) -> None:
@@ -262,8 +272,8 @@ def search(initial: Sequence[BlockSpec], space: SearchSpace, budgets: Budgets,
     first = evaluator(tuple(initial))
     if first is None:
         c = evaluator(tuple(initial), enforce=False)
-        raise ValueError(f"the initial structure does not meet the budgets ({budgets.describe()}): "
-                         f"layers {c.layers}, latency {c.latency}, macs {c.macs}, params {c.params}")
+        raise SearchError(f"the initial structure does not meet the budgets ({budgets.describe()}): "
+                          f"layers {c.layers}, latency {c.latency}, macs {c.macs}, params {c.params}")
     if islands <= 1:
         prog = _Progress(candidates, budgets, every=max(1, candidates // 20)) if progress else None
         pop, acc = evolve([first], space, evaluator, candidates, population_size,
@@ -274,8 +284,9 @@ def search(initial: Sequence[BlockSpec], space: SearchSpace, budgets: Budgets,
     import multiprocessing as mp
 
     if predictor is not None and predictor_spec is None:
-        raise ValueError("islands > 1 needs predictor_spec (each worker builds its own predictor)")
+        raise SearchError("islands > 1 needs predictor_spec (each worker builds its own predictor)")
     sync_every = int(sync_every or population_size)
+    prog = _Progress(candidates, budgets, every=1) if progress else None  # each round reports
     pop = [first]
     done = accepted = rnd = 0
     ctx = mp.get_context("spawn")
@@ -291,6 +302,6 @@ def search(initial: Sequence[BlockSpec], space: SearchSpace, budgets: Budgets,
             accepted += sum(r[1] for r in results)
             done += per * islands
             rnd += 1
-            if progress:
-                _Progress(candidates, budgets)(min(done, candidates), pop)
+            if prog is not None:
+                prog(min(done, candidates), pop)
     return SearchResult(pop, done, accepted, time.perf_counter() - t0, budgets)

@@ -27,7 +27,9 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
-from ..models.backbones.structure import K1KX, KXKX, STEM, BlockSpec, validate_structure
+from ..config import ConfigError
+from ..models.backbones.structure import K1KX, KXKX, STEM, BlockSpec, StructureError, \
+    validate_structure
 from .cost import count_layers
 
 __all__ = ["FOCUS_CHANNELS", "to_search_form", "to_detector_form", "search_resolution",
@@ -43,11 +45,11 @@ def _stem_input(blocks: Sequence[BlockSpec], want: int, other: int, forms: str
     blocks = list(blocks)
     stem = blocks[0]
     if stem.kind != STEM:
-        raise ValueError("structure must start with a stem block")
+        raise StructureError("structure must start with a stem block")
     if stem.in_channels == other:
         blocks[0] = replace(stem, in_channels=want)
     elif stem.in_channels != want:
-        raise ValueError(f"stem takes {stem.in_channels} channels; expected {forms}")
+        raise StructureError(f"stem takes {stem.in_channels} channels; expected {forms}")
     return blocks
 
 
@@ -78,7 +80,7 @@ def round_channels(x: float, base: int = 8) -> int:
 def initial_structure(kind: str = K1KX) -> list[BlockSpec]:
     """The small starting network of the official DAMO-YOLO searches (search form)."""
     if kind not in (K1KX, KXKX):
-        raise ValueError(f"unknown space {kind!r}; expected 'k1kx' or 'kxkx'")
+        raise ConfigError(f"unknown space {kind!r}; expected 'k1kx' or 'kxkx'")
     rows = [(32, 48, 2, 32), (48, 96, 2, 48), (96, 96, 2, 96), (96, 192, 1, 96), (192, 384, 2, 192)]
     blocks = [BlockSpec(STEM, FOCUS_CHANNELS, 32, 3, 1)]
     blocks += [BlockSpec(kind, i, o, 3, s, btn, 1) for i, o, s, btn in rows]
@@ -108,7 +110,7 @@ class SearchSpace:
 
     def __post_init__(self):
         if self.kind not in (K1KX, KXKX):
-            raise ValueError(f"unknown space {self.kind!r}; expected 'k1kx' or 'kxkx'")
+            raise ConfigError(f"unknown space {self.kind!r}; expected 'k1kx' or 'kxkx'")
 
     # ------------------------------------------------------------------ helpers
     def layer_cap(self, index: int, n_blocks: int) -> int | None:

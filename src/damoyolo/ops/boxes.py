@@ -13,15 +13,11 @@ from torch import Tensor
 __all__ = [
     "box_area",
     "box_iou",
-    "pairwise_iou",
     "generalized_iou",
     "xyxy_to_cxcywh",
     "cxcywh_to_xyxy",
-    "xyxy_to_xywh",
-    "xywh_to_xyxy",
     "distance_to_bbox",
     "bbox_to_distance",
-    "clip_boxes",
 ]
 
 
@@ -39,16 +35,6 @@ def box_iou(a: Tensor, b: Tensor, eps: float = 0.0) -> Tensor:
     inter = wh[..., 0] * wh[..., 1]
     union = box_area(a)[..., :, None] + box_area(b)[..., None, :] - inter
     return inter / (union + eps) if eps else inter / union.clamp(min=torch.finfo(union.dtype).tiny)
-
-
-def pairwise_iou(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
-    """Element-wise IoU of aligned xyxy boxes ``(..., 4)`` and ``(..., 4)`` -> ``(...)``."""
-    lt = torch.maximum(a[..., :2], b[..., :2])
-    rb = torch.minimum(a[..., 2:], b[..., 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = box_area(a) + box_area(b) - inter
-    return inter / (union + eps)
 
 
 def generalized_iou(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
@@ -76,16 +62,6 @@ def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
 
 
-def xyxy_to_xywh(boxes: Tensor) -> Tensor:
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([x1, y1, x2 - x1, y2 - y1], dim=-1)
-
-
-def xywh_to_xyxy(boxes: Tensor) -> Tensor:
-    x, y, w, h = boxes.unbind(-1)
-    return torch.stack([x, y, x + w, y + h], dim=-1)
-
-
 def distance_to_bbox(points: Tensor, distance: Tensor) -> Tensor:
     """Decode ``(l, t, r, b)`` distances from ``points`` ``(..., 2)`` into xyxy boxes."""
     return torch.cat([points - distance[..., :2], points + distance[..., 2:]], dim=-1)
@@ -101,10 +77,3 @@ def bbox_to_distance(points: Tensor, boxes: Tensor, max_dist: float | None = Non
     if max_dist is not None:
         d = d.clamp(min=0, max=max_dist - eps)
     return d
-
-
-def clip_boxes(boxes: Tensor, height: float, width: float) -> Tensor:
-    """Clip xyxy boxes to ``[0, width] x [0, height]``."""
-    x = boxes[..., 0::2].clamp(0, width)
-    y = boxes[..., 1::2].clamp(0, height)
-    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)

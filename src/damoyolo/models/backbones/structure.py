@@ -20,6 +20,7 @@ import json
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from ...errors import DamoyoloError
 
 __all__ = [
     "BlockSpec",
@@ -51,7 +52,7 @@ _OFFICIAL_NAMES_V2 = {STEM: "ConvKXBNRELU", K1KX: "SuperResK1KX", KXKX: "SuperRe
 _IGNORED_KEYS = {"nbitsA", "nbitsW", "inner_class", "g", "nbitsA_list", "nbitsW_list"}
 
 
-class StructureError(ValueError):
+class StructureError(DamoyoloError, ValueError):
     """A structure description could not be understood."""
 
 

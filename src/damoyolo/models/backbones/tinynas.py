@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .structure import KXKX, STEM, BlockSpec
+from ...config import ConfigError
+from .structure import KXKX, STEM, BlockSpec, StructureError
 from ..layers import ConvBNAct, Focus, MobileBlock, RepConv, SPPBottleneck, get_activation
 
 __all__ = ["ResUnit", "TinyNASRes", "TinyNASCSP", "TinyNASMob", "BACKBONES"]
@@ -34,7 +35,7 @@ class ResUnit(nn.Module):
         self.conv1 = ConvBNAct(in_channels, btn, kernel if kxkx else 1, 1, act=None)
         if reparam:
             if kernel != 3:
-                raise ValueError(f"RepConv needs kernel 3, structure gives {kernel}")
+                raise StructureError(f"RepConv needs kernel 3, structure gives {kernel}")
             self.conv2: nn.Module = RepConv(btn, out_channels, stride, act=None)
         else:
             self.conv2 = ConvBNAct(btn, out_channels, kernel, stride, act=None)
@@ -52,7 +53,7 @@ class ResUnit(nn.Module):
 
 def _stem(spec: BlockSpec, use_focus: bool, act: str, stride_when_plain: int) -> nn.Module:
     if spec.kind != STEM:
-        raise ValueError("structure must start with a stem block")
+        raise StructureError("structure must start with a stem block")
     if use_focus:
         return Focus(spec.in_channels, spec.out_channels, spec.kernel, act=act)
     return ConvBNAct(spec.in_channels, spec.out_channels, spec.kernel, stride_when_plain, act=act)
@@ -70,7 +71,7 @@ class _TinyNAS(nn.Module):
     def _check_indices(self) -> None:
         bad = [i for i in self.out_indices if not 0 <= i < len(self.stages)]
         if bad:
-            raise ValueError(f"out_indices {bad} out of range for {len(self.stages)} stages")
+            raise ConfigError(f"out_indices {bad} out of range for {len(self.stages)} stages")
 
     def init_weights(self) -> None:
         """The release's initialisation: torch's default for the ResNet-like and CSP-like

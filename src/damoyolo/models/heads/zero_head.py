@@ -9,7 +9,7 @@ activation (the class output gets a sigmoid at decode time).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ...ops.boxes import distance_to_bbox
 
-__all__ = ["ZeroHead", "HeadOutput", "make_priors"]
+__all__ = ["ZeroHead", "HeadOutput", "make_priors", "flatten_dfl", "decode_dfl"]
 
 
 class HeadOutput(NamedTuple):
@@ -54,6 +54,30 @@ def make_priors(sizes: list[tuple[int, int]], strides: tuple[int, ...], device=N
         st = torch.full_like(xs, float(s))
         out.append(torch.stack([xs, ys, st, st], dim=-1).reshape(-1, 4))
     return torch.cat(out, dim=0)
+
+
+def flatten_dfl(reg: Sequence[Tensor], reg_max: int, batch_of: Tensor | None = None) -> Tensor:
+    """Per-level DFL logits (B, 4*(R+1), H_i, W_i), channel = side*(R+1) + bin (sides l, t,
+    r, b) -> (B, A, 4, R+1), levels concatenated in stride order, row-major per level.
+
+    The result is a permuted view (not contiguous).  ``batch_of``: a tensor whose first
+    dimension is B (the ONNX export passes its input, so a dynamic batch is read from it).
+    """
+    r = torch.cat([x.flatten(2) for x in reg], dim=2)                # (B, 4(R+1), A)
+    b = (r if batch_of is None else batch_of).shape[0]
+    return r.reshape(b, 4, reg_max + 1, -1).permute(0, 3, 1, 2)      # (B, A, 4, R+1)
+
+
+def decode_dfl(reg: Tensor, points: Tensor, stride: Tensor, proj: Tensor) -> Tensor:
+    """The DFL decode: logits (B, A, 4, R+1) -> xyxy boxes (B, A, 4) in input pixels.
+
+    Each side's distance is the expectation of the softmax over the bins ``proj`` (R+1,)
+    (``0, 1, ..., R``), times the anchor's stride; points (A, 2) and stride (A, 1) are the
+    columns of :func:`make_priors`.  Used by :meth:`ZeroHead.decode`, the criterion, the
+    ONNX export and the decode of official-style per-level outputs.
+    """
+    dist = F.softmax(reg, dim=-1).matmul(proj) * stride              # (B, A, 4)
+    return distance_to_bbox(points, dist)
 
 
 class ZeroHead(nn.Module):
@@ -102,10 +126,8 @@ class ZeroHead(nn.Module):
 
     def flatten(self, out: HeadOutput) -> tuple[Tensor, Tensor, Tensor]:
         """Concatenate levels: cls logits (B, A, C), DFL logits (B, A, 4, reg_max+1), priors (A, 4)."""
-        b = out.cls[0].shape[0]
         cls = torch.cat([c.flatten(2).transpose(1, 2) for c in out.cls], dim=1)
-        reg = torch.cat([r.flatten(2).transpose(1, 2) for r in out.reg], dim=1)
-        reg = reg.reshape(b, -1, 4, self.reg_max + 1)
+        reg = flatten_dfl(out.reg, self.reg_max).contiguous()
         priors = make_priors([tuple(c.shape[-2:]) for c in out.cls], self.strides,
                              device=reg.device)
         return cls, reg, priors
@@ -113,8 +135,7 @@ class ZeroHead(nn.Module):
     def decode_distances(self, reg: Tensor, priors: Tensor) -> Tensor:
         """DFL logits (B, A, 4, R+1) -> xyxy boxes (B, A, 4) in input pixels."""
         proj = torch.arange(self.reg_max + 1, dtype=reg.dtype, device=reg.device)
-        dist = F.softmax(reg, dim=-1).matmul(proj) * priors[:, 2:3]
-        return distance_to_bbox(priors[:, :2], dist)
+        return decode_dfl(reg, priors[:, :2], priors[:, 2:3], proj)
 
     def decode(self, out: HeadOutput) -> tuple[Tensor, Tensor]:
         """Raw outputs -> (scores (B, A, C) sigmoid probabilities, boxes (B, A, 4) xyxy pixels)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ...config import ConfigError
 from ..layers import ConvBNAct, DWSepConv, MobileBlock, RepConv
 
 __all__ = ["GiraffeNeckV2", "CSPFusion", "RepUnit"]
@@ -71,7 +72,7 @@ class GiraffeNeckV2(nn.Module):
                  hidden_ratio: float = 1.0, act: str = "relu", depthwise: bool = False):
         super().__init__()
         if len(in_channels) != 3 or len(out_channels) != 3:
-            raise ValueError("GiraffeNeckV2 takes exactly three input and output levels")
+            raise ConfigError("GiraffeNeckV2 takes exactly three input and output levels")
         c2, c1, c0 = in_channels
         o2, o1, o0 = out_channels
         n = round(3 * depth)

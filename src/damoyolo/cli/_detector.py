@@ -1,0 +1,40 @@
+"""The detector options that ``predict`` and ``track`` share, and the Detector they open."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_detector_arguments(p: argparse.ArgumentParser, out: str, conf_help: str,
+                           batch: int, per: str) -> None:
+    """--model --backend --out --conf --iou --max-det --imgsz --classes --device --half
+    --batch --threads (``--weights`` and ``--source`` are the command's own)."""
+    from ..infer.backends import BACKENDS
+    p.add_argument("--model", default=None, help="preset name (needed for official .pth files)")
+    p.add_argument("--backend", default=None, choices=list(BACKENDS),
+                   help="default: chosen from the weights suffix")
+    p.add_argument("--out", default=out, help=f"output folder (default {out})")
+    p.add_argument("--conf", type=float, default=None, help=conf_help)
+    p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: preset)")
+    p.add_argument("--max-det", type=int, default=300, help=f"detections kept per {per}")
+    p.add_argument("--imgsz", type=int, nargs="+", default=None,
+                   help="network input: S or H W, multiples of 32 (torch backend)")
+    p.add_argument("--classes", type=int, nargs="+", default=None,
+                   help="keep only these class indices")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--half", action="store_true", help="fp16 inference (CUDA torch backend)")
+    p.add_argument("--batch", type=int, default=batch,
+                   help=f"{per}s per forward pass (default {batch})")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
+
+
+def open_detector(args: argparse.Namespace, conf: float):
+    """The :class:`~damoyolo.Detector` of the parsed options, scoring at ``conf``."""
+    from ..infer.detector import Detector
+    from . import CLIError, parse_imgsz
+    if args.batch < 1:
+        raise CLIError("--batch must be >= 1")
+    return Detector(args.weights, backend=args.backend, device=args.device, conf=conf,
+                    iou=args.iou, max_det=args.max_det, classes=args.classes, half=args.half,
+                    imgsz=parse_imgsz(args.imgsz), model=args.model, threads=args.threads,
+                    batch_size=args.batch)

@@ -1,0 +1,125 @@
+"""Export metadata: the JSON object every exported model carries, written and read here.
+
+``damoyolo.export`` writes it, ``damoyolo.infer`` reads it; this module imports neither, so
+a deployment-only runtime (onnxruntime, OpenVINO or TensorRT, no exporter) reads its models
+without importing ``torch.onnx`` or the export code.
+
+Where it lives:
+
+- ONNX: ``metadata_props`` key ``damoyolo`` (the JSON object); ``names`` and ``imgsz`` are
+  repeated as plain keys for other tools;
+- OpenVINO IR: the runtime info key ``damoyolo`` (a JSON string);
+- TensorRT: ``<engine>.json`` beside the engine.
+
+Keys (:func:`export_metadata`): ``format`` (``"damoyolo-export"``), ``damoyolo_version``,
+``preset``, ``class_names``, ``category_ids``, ``input_size`` [H, W], ``preprocessing``,
+``mode`` (``raw`` / ``raw_heads`` / ``end2end``), ``reg_max``, ``strides``, ``conf_thresh``,
+``iou_thresh``, plus what the exporter adds (``opset``, ``dynamic_batch``, ``outputs``,
+``batch``, ``max_det`` and the ``end2end_*`` thresholds, ``network_dtype``,
+``openvino_weights``, ``tensorrt_precision``, ``quantization``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ._version import __version__
+from .errors import DamoyoloError
+
+__all__ = ["FORMAT", "MetadataError", "export_metadata", "set_onnx_metadata", "read_metadata",
+           "set_openvino_metadata", "read_openvino_metadata", "tensorrt_metadata_path",
+           "write_tensorrt_metadata", "read_tensorrt_metadata"]
+
+FORMAT = "damoyolo-export"
+KEY = "damoyolo"
+
+
+class MetadataError(DamoyoloError, ValueError):
+    """An exported file carries no (or unreadable) damoyolo metadata."""
+
+
+def export_metadata(model, input_hw: tuple[int, int], mode: str, **extra) -> dict:
+    """The metadata of ``model`` (a :class:`damoyolo.DAMOYOLO`) exported at ``input_hw`` in
+    ``mode``; ``extra`` keys are added (or replace the defaults)."""
+    head = model.head
+    names = model.class_names or [str(i) for i in range(head.num_classes)]
+    meta = {
+        "format": FORMAT, "damoyolo_version": __version__,
+        "preset": model.cfg.name, "class_names": list(names),
+        "category_ids": getattr(model, "category_ids", None),
+        "input_size": [int(input_hw[0]), int(input_hw[1])],
+        "preprocessing": {"channel_order": "RGB", "resize": "straight to input_size (no keep "
+                          "ratio), cv2 INTER_LINEAR", "dtype": "float32", "range": [0, 255],
+                          "mean": None, "std": None, "layout": "NCHW"},
+        "mode": mode, "reg_max": int(head.reg_max), "strides": list(head.strides),
+        "conf_thresh": float(model.cfg.head.conf_thresh),
+        "iou_thresh": float(model.cfg.head.iou_thresh),
+    }
+    meta.update(extra)
+    return meta
+
+
+def set_onnx_metadata(onnx_model, meta: dict) -> None:
+    """Store ``meta`` in an ONNX ``ModelProto`` (replacing its ``metadata_props``)."""
+    del onnx_model.metadata_props[:]
+    for k, v in ((KEY, json.dumps(meta)), ("names", json.dumps(meta["class_names"])),
+                 ("imgsz", json.dumps(meta["input_size"]))):
+        e = onnx_model.metadata_props.add()
+        e.key, e.value = k, v
+    onnx_model.producer_name = "damoyolo"
+    onnx_model.producer_version = meta["damoyolo_version"]
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The metadata of an exported file: ONNX (``.onnx``, and any other suffix), OpenVINO
+    (``.xml``) or TensorRT (``.engine``/``.plan``, from its ``.json``)."""
+    suffix = Path(str(path)).suffix.lower()
+    if suffix in (".engine", ".plan"):
+        return read_tensorrt_metadata(path)
+    if suffix == ".xml":
+        from ._optional import import_optional
+        ov = import_optional("openvino", "reading an OpenVINO model")
+        return read_openvino_metadata(ov.Core().read_model(str(path)), path)
+    from ._optional import import_optional
+    onnx = import_optional("onnx", "reading an ONNX file")
+    m = onnx.load(str(path), load_external_data=False)
+    for e in m.metadata_props:
+        if e.key == KEY:
+            return json.loads(e.value)
+    raise MetadataError(f"{path}: no damoyolo metadata (not exported by damoyolo?)")
+
+
+def set_openvino_metadata(ov_model, meta: dict) -> None:
+    """Store ``meta`` in an ``openvino.Model``'s runtime info."""
+    ov_model.set_rt_info(json.dumps(meta), [KEY])
+
+
+def read_openvino_metadata(ov_model, path: str | Path | None = None) -> dict:
+    """The metadata of a read ``openvino.Model`` (error if absent)."""
+    if not ov_model.has_rt_info([KEY]):
+        where = f"{path}: " if path is not None else ""
+        raise MetadataError(f"{where}OpenVINO model has no damoyolo metadata (not exported by "
+                            "damoyolo?)")
+    return json.loads(ov_model.get_rt_info([KEY]).astype(str))
+
+
+def tensorrt_metadata_path(engine: str | Path) -> Path:
+    """``<engine>.json``: where a TensorRT engine's metadata lives."""
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+def write_tensorrt_metadata(engine: str | Path, meta: dict) -> Path:
+    """Write ``meta`` beside ``engine``; returns the JSON path."""
+    p = tensorrt_metadata_path(engine)
+    p.write_text(json.dumps(meta, indent=1))
+    return p
+
+
+def read_tensorrt_metadata(engine: str | Path) -> dict:
+    """The metadata of a TensorRT engine (its ``.json``; error if missing)."""
+    p = tensorrt_metadata_path(engine)
+    if not p.is_file():
+        raise MetadataError(f"{p}: missing metadata file written by damoyolo export")
+    return json.loads(p.read_text())
