@@ -154,28 +154,9 @@ def _scenes(n: int, size: int, seed: int = 0):
 
 
 def calibrated_model(name: str, x, seed: int = 0):
-    """A random preset whose outputs on ``x`` look like a trained model's: BatchNorm statistics
-    from ``x``, head projections rescaled so that a few percent of (anchor, class) pairs pass
-    the threshold (NMS has real work; the same calibration as tests/test_export_parity.py)."""
-    import torch
-    import damoyolo
-    torch.manual_seed(seed)
-    m = damoyolo.build_model(name)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.reset_running_stats()
-                mod.momentum = None
-        m.train()
-        m(x)
-        m.eval()
-        for f, c, r in zip(m.features(x), m.head.cls_preds, m.head.reg_preds):
-            for conv, std, bias in ((c, 1.0, -4.5), (r, 1.5, 0.0)):
-                y = torch.nn.functional.conv2d(f, conv.weight, None, padding=conv.padding)
-                k = std / y.std().clamp_min(1e-6)
-                conv.weight.mul_(k)
-                conv.bias.fill_(bias - float(y.mean() * k))
-    return m
+    """A random preset whose outputs on ``x`` look like a trained model's (NMS has real work)."""
+    from damoyolo.models.factory import calibrated_model as make
+    return make(name, x, seed)
 
 
 class Runtime:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import damoyolo
+from damoyolo.models.factory import calibrated_model
 from damoyolo.postprocess import postprocess
 
 onnx = pytest.importorskip("onnx")
@@ -31,32 +32,6 @@ def scene_batch(hw=HW, seeds=(1, 2)) -> torch.Tensor:
     from damoyolo.preprocess import preprocess_batch
     return preprocess_batch([_scene(s, 256) for s in seeds], hw)[0]
 
-
-@torch.no_grad()
-def calibrated_model(name: str, x: torch.Tensor, seed: int = 0,
-                     class_names: list[str] | None = None) -> damoyolo.DAMOYOLO:
-    """A randomly initialised preset whose outputs on ``x`` look like a trained model's.
-
-    BatchNorm statistics are set from ``x`` and the head projections rescaled so that
-    class logits have unit spread and a few percent of (anchor, class) pairs pass the
-    threshold: NMS then has real work (about 1,500 candidates per image) and boxes vary.
-    """
-    torch.manual_seed(seed)
-    m = damoyolo.build_model(name, class_names=class_names)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.reset_running_stats()
-            mod.momentum = None
-    m.train()
-    m(x)
-    m.eval()
-    for f, c, r in zip(m.features(x), m.head.cls_preds, m.head.reg_preds):
-        for conv, std, bias in ((c, 1.0, -4.5), (r, 1.5, 0.0)):
-            y = torch.nn.functional.conv2d(f, conv.weight, None, padding=conv.padding)
-            k = std / y.std().clamp_min(1e-6)
-            conv.weight.mul_(k)
-            conv.bias.fill_(bias - float(y.mean() * k))
-    return m
 
 
 def ort_run(path, x):
