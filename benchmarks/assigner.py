@@ -2,7 +2,7 @@
 
 Batch of 8 images at 640x640 (8400 priors), 20 GTs each, 80 classes, CPU.  Columns:
   - ours: ``damoyolo.assign.AlignedOTA`` (whole batch at once),
-  - a straightforward per-image reference (``tests/assign_reference.py``, loop over GTs),
+  - a straightforward per-image reference (``tests/assign/assign_reference.py``, loop over GTs),
   - with ``--official DIR``: the official assignment code path, i.e. the official ZeroHead's
     ``get_targets`` (per image: ``AlignOTAAssigner.assign`` -> ``dynamic_k_matching``, then
     ``sample`` and the target tensors), called on the same tensors (sigmoid scores, decoded
@@ -30,7 +30,7 @@ from damoyolo.models.heads.zero_head import make_priors
 
 
 def _reference():
-    path = Path(__file__).resolve().parents[1] / "tests" / "assign_reference.py"
+    path = Path(__file__).resolve().parents[1] / "tests" / "assign" / "assign_reference.py"
     spec = importlib.util.spec_from_file_location("assign_reference", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

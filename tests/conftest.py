@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
+
+# the shared helpers (engine_standin.py) live beside this file; the tests in the
+# sub-folders (one per package folder) import them by name
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

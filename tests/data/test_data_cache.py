@@ -21,7 +21,7 @@ import damoyolo.data.dataset as dsmod
 from damoyolo.config import AugmentConfig
 from damoyolo.data import DatasetError, DatasetIndex, DetectionDataset, Record, build_loader
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 INPUT = (64, 96)  # (h, w)
 
 # (file h, file w, declared h, declared w): larger than the input (stored resized), smaller

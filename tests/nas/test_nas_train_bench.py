@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "nas_train.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "nas_train.py"
 
 
 @pytest.fixture(scope="module")

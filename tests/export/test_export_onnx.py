@@ -16,7 +16,7 @@ from damoyolo.export import ExportError, export_onnx, read_metadata
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-REF = Path(__file__).resolve().parents[1] / ".." / "shared" / "official" / "ref"
+REF = Path(__file__).resolve().parents[2] / ".." / "shared" / "official" / "ref"
 
 
 def _run(path, x):

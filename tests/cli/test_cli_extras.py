@@ -13,7 +13,7 @@ import pytest
 from damoyolo._optional import MissingDependency, missing_message
 from damoyolo.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from damoyolo.nas.search import Budgets, search
 from damoyolo.nas.space import SearchSpace, initial_structure, to_detector_form, to_search_form
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TABLE = ROOT.parent / "shared" / "nas" / "conv_data.out.fp16.damoyolo"
 
 # official tutorial example (search form)
