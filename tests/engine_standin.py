@@ -115,3 +115,10 @@ def spawn_two_ranks(worker, out_dir) -> tuple[dict, dict]:
         pytest.skip("torch.distributed is not available in this build")
     mp.spawn(worker, args=(2, _free_port(), str(out_dir)), nprocs=2, join=True)
     return tuple(torch.load(f"{out_dir}/rank{r}.pt", weights_only=False) for r in (0, 1))
+
+
+def scene_batch(hw=(128, 128), seeds=(1, 2)) -> torch.Tensor:
+    """A batch of generated scenes (shapes on texture), preprocessed like real images."""
+    from damoyolo.cli.demo import _scene
+    from damoyolo.preprocess import preprocess_batch
+    return preprocess_batch([_scene(s, 256) for s in seeds], hw)[0]

@@ -38,7 +38,7 @@ def _ap(out: str) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from test_export_parity import calibrated_model
+    from damoyolo.models.factory import calibrated_model
 
     from damoyolo.data import load_dataset
     from damoyolo.data.synthetic import CLASSES, synthesize

@@ -112,7 +112,7 @@ def test_missing_or_empty_calibration_data(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from test_export_parity import calibrated_model
+    from damoyolo.models.factory import calibrated_model
 
     from damoyolo.data import load_dataset
     from damoyolo.data.synthetic import CLASSES, synthesize

@@ -102,7 +102,8 @@ def test_openvino_ir_fp32_and_fp16(tmp_path):
     from damoyolo.export import export_openvino
     from damoyolo.infer.backends import OpenVINOBackend, TorchBackend
 
-    from test_export_parity import calibrated_model, scene_batch
+    from damoyolo.models.factory import calibrated_model
+    from engine_standin import scene_batch
     x = scene_batch((64, 64), seeds=(3,))
     m = calibrated_model("damoyolo-ns", x)
     s_ref, b_ref = TorchBackend(m, imgsz=(64, 64))(x)

@@ -8,6 +8,7 @@ import torch
 
 import damoyolo
 from damoyolo.models.factory import calibrated_model
+from engine_standin import scene_batch
 from damoyolo.postprocess import postprocess
 
 onnx = pytest.importorskip("onnx")
@@ -25,12 +26,6 @@ TORCH_SCORE_TOL = 5e-3  # torch's own fp32 CPU path (oneDNN) drifts most
 TORCH_BOX_TOL = 2.0
 MAX_DET = 100
 
-
-def scene_batch(hw=HW, seeds=(1, 2)) -> torch.Tensor:
-    """A batch of generated scenes (shapes on texture), preprocessed like real images."""
-    from damoyolo.cli.demo import _scene
-    from damoyolo.preprocess import preprocess_batch
-    return preprocess_batch([_scene(s, 256) for s in seeds], hw)[0]
 
 
 

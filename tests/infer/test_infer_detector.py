@@ -18,7 +18,7 @@ from damoyolo.infer.results import read_predictions
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A calibrated Ns checkpoint (real detections on generated scenes) and two images."""
-    from test_export_parity import calibrated_model
+    from damoyolo.models.factory import calibrated_model
     from damoyolo.cli.demo import _scene
     from damoyolo.preprocess import preprocess_batch
 

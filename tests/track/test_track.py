@@ -293,7 +293,7 @@ def ckpt(tmp_path_factory):
     import dataclasses
 
     import damoyolo
-    from test_export_parity import calibrated_model
+    from damoyolo.models.factory import calibrated_model
     from damoyolo.cli.demo import _scene
     from damoyolo.preprocess import preprocess_batch
     img = _scene(7, 256)[:200]
