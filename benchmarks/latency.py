@@ -81,14 +81,20 @@ def ov_runner(path: Path, hw, threads: int):
     return lambda: req.infer({0: x})
 
 
-def interleaved(fns: dict, runs: int, warmup: int) -> dict[str, float]:
-    """Median milliseconds of each callable, timed round-robin after ``warmup`` calls each."""
+def interleaved(fns: dict, runs: int, warmup: int, gap_ms: float = 0.0) -> dict[str, float]:
+    """Median milliseconds of each callable, timed round-robin after ``warmup`` calls each.
+
+    ``gap_ms``: idle time before each timed call, so that one runtime's worker threads,
+    still spinning after its call (onnxruntime's do, by default), do not take the cores
+    from the next runtime's call."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     ts: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(runs):
         for k, fn in fns.items():
+            if gap_ms > 0:
+                time.sleep(gap_ms / 1e3)
             t0 = time.perf_counter()
             fn()
             ts[k].append((time.perf_counter() - t0) * 1e3)
@@ -149,7 +155,7 @@ def int8_rows(args, td: Path) -> list[dict]:
              "ours raw_heads", "weights": "checkpoint" if ck is not None else "random",
              "load_before": round(os.getloadavg()[0], 2)}
         fns = {k: runners[rt](p, hw, args.threads) for k, (rt, p) in files.items()}
-        for k, ms in interleaved(fns, args.runs, args.warmup).items():
+        for k, ms in interleaved(fns, args.runs, args.warmup, args.gap_ms).items():
             r[f"{k}_ms"] = round(ms, 2)
         r["load_after"] = round(os.getloadavg()[0], 2)
         f32 = r["ort_fp32_ms"]
@@ -179,6 +185,9 @@ def main() -> None:
     ap.add_argument("--ghz", type=float, default=2.45)
     ap.add_argument("--graphs", action="store_true",
                     help="print node counts by op type of our and the official graph")
+    ap.add_argument("--gap-ms", type=float, default=0.0,
+                    help="--int8: idle milliseconds before each timed call (spinning threads "
+                         "of the previous runtime's call settle)")
     ap.add_argument("--int8", action="store_true", help="the INT8 table (module docstring)")
     ap.add_argument("--int8-data", default=None, help="--int8: calibration dataset")
     ap.add_argument("--int8-images", type=int, default=32, help="--int8: calibration images")
@@ -222,7 +231,7 @@ def main() -> None:
                  "load_before": round(os.getloadavg()[0], 2)}
             for rt in args.runtimes:
                 fns = {k: runners[rt](p, hw, args.threads) for k, p in files.items()}
-                for k, ms in interleaved(fns, args.runs, args.warmup).items():
+                for k, ms in interleaved(fns, args.runs, args.warmup, args.gap_ms).items():
                     r[f"{rt}_{k}_ms"] = round(ms, 2)
             r["load_after"] = round(os.getloadavg()[0], 2)
             if args.graphs:

@@ -123,6 +123,17 @@ Run-time patches and stand-ins (none edits an official file):
    <pydeps> pycocotools==2.0.11 loguru==0.7.3 easydict==1.13 tabulate==0.9.0``).
    Both directories go on ``PYTHONPATH``.
 
+Diagnostics (to tell one part of the loop from the rest)
+--------------------------------------------------------
+* ``--side ours --init official``: ours starts from the official model's initial weights
+  (built as the official side builds them, seeded the same; saved to
+  ``OUT/official_init.pth`` and loaded as ``--weights``);
+* ``--side ours --weights W``: ours starts from the checkpoint ``W`` (ours or official);
+* ``--side official --pipeline ours``: the official loop is fed by our training pipeline
+  (``DetectionDataset`` with the preset's augmentation, ``EpochSampler`` per epoch, SADA's
+  progress and the no-aug switch at the epoch boundary as our trainer sets them), the targets
+  converted to ``BoxList``.
+
 Behaviour of the official loop reproduced as it is (differences from ours to keep in mind
 when reading the results): the sampler's shuffle is seeded by the iteration count, not the
 seed (both seeds see the same image order); mosaic / mixup are switched off after the first
@@ -166,6 +177,16 @@ def parse_args(argv=None):
                    help="official side: mosaic canvas size (0: --imgsz, as ours)")
     p.add_argument("--ddp", action="store_true",
                    help="official side: wrap the model in CPU DDP (gloo) as Trainer.train does")
+    p.add_argument("--init", choices=("ours", "official"), default="ours",
+                   help="ours side: start from our initialisation, or from the official "
+                        "model's initial weights (built as the official side builds them, same "
+                        "seed; a diagnostic for the initialisation)")
+    p.add_argument("--weights", default=None,
+                   help="ours side: start from this checkpoint (ours or official format)")
+    p.add_argument("--pipeline", choices=("official", "ours"), default="official",
+                   help="official side: the training data pipeline (ours: our DetectionDataset "
+                        "and loader with the preset's augmentation, targets as BoxList; a "
+                        "diagnostic that tells the pipeline apart from the rest of the loop)")
     p.add_argument("--log-every", type=int, default=50, help="official side: progress line period")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="ours side: extra config overrides")
@@ -237,9 +258,13 @@ def run_ours(args, out: Path) -> None:
         *args.set,
     ]
     print("ours overrides: " + " ".join(overrides), flush=True)
+    weights = args.weights
+    if args.init == "official":
+        weights = _official_init(args, train_idx, out)
+        print(f"ours: starting from the official initial weights ({weights})", flush=True)
     t0 = time.time()
     train(model=args.model, data=args.data, epochs=args.epochs, batch=args.batch,
-          imgsz=args.imgsz, workers=args.workers, overrides=overrides,
+          imgsz=args.imgsz, workers=args.workers, overrides=overrides, weights=weights,
           output=out / "train", progress=False)
     total_s = time.time() - t0
     ck = read_checkpoint(out / "train" / "last.pt")
@@ -260,6 +285,30 @@ def run_ours(args, out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- official
+
+def _official_init(args, train_idx, out: Path) -> Path:
+    """The official model's initial weights for ``--data``'s classes, seeded as the official
+    side seeds them, saved as an official checkpoint."""
+    if not args.official:
+        raise SystemExit("--init official needs --official DIR (a DAMO-YOLO checkout)")
+    sys.path.insert(0, str(HERE))
+    from _official import add_official, build_official_model
+
+    import torch
+
+    from damoyolo.presets import get_preset
+
+    root = add_official(args.official)
+    from damo.apis.detector_trainer import set_seed
+
+    set_seed(args.seed)
+    model, _ = build_official_model(root, get_preset(args.model).official_config,
+                                    len(train_idx.class_names))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "official_init.pth"
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
 
 class _Module:
     """What ``ema_model.update`` reads from the DDP-wrapped model: ``.module``."""
@@ -300,6 +349,44 @@ def conversion_check(official_net, net_ours, val_idx, imgsz: int) -> tuple[float
         official_net.head.nms = nms
         official_net.train(was_training)
     return float((s1 - s2).abs().max()), float((b1 - b2).abs().max())
+
+
+def _our_batches(args, train_idx, ipe: int, total_iters: int, no_aug_iters: int):
+    """Our training pipeline as the trainer runs it (per-epoch sampler and SADA progress,
+    strong augmentation off for the no-aug epochs), batches in the official loop's format."""
+    from damo.structures.bounding_box import BoxList
+    from damo.structures.image_list import to_image_list
+
+    from damoyolo.data import DetectionDataset, build_loader
+    from damoyolo.data.dataset import EpochSampler
+    from damoyolo.engine.api import experiment_config_for
+
+    exp = experiment_config_for(args.model)
+    size = (args.imgsz, args.imgsz)
+    ds = DetectionDataset(train_idx, input_size=size, train=True, aug=exp.aug, seed=args.seed)
+    sampler = EpochSampler(len(ds), args.seed)
+    epochs = -(-total_iters // ipe)
+    no_aug_from = epochs - -(-no_aug_iters // ipe)
+    ds.set_strong_augment(True)
+    for epoch in range(epochs):
+        if epoch == no_aug_from:
+            ds.set_strong_augment(False)
+            print(f"  epoch {epoch + 1}: our pipeline, strong augmentation off", flush=True)
+        elif epoch < no_aug_from:
+            ds.set_progress((epoch + 0.5) / no_aug_from)
+        sampler.set_epoch(epoch)
+        loader = build_loader(ds, args.batch, args.workers, shuffle=False, seed=args.seed,
+                              sampler=sampler)
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        for images, targets in loader:
+            h, w = images.shape[-2:]
+            boxes = []
+            for t in targets:
+                bl = BoxList(t["boxes"].float(), (w, h), mode="xyxy")
+                bl.add_field("labels", t["labels"].long())
+                boxes.append(bl)
+            yield to_image_list(images), boxes, None
 
 
 def run_official(args, out: Path) -> None:
@@ -391,7 +478,9 @@ def run_official(args, out: Path) -> None:
     t_start = time.time()
     iter_end = t_start
     cur_iter = -1
-    for data_iter, (inps, targets, ids) in enumerate(train_loader):
+    batches = (train_loader if args.pipeline == "official" else
+               _our_batches(args, train_idx, ipe, state.total_iters, state.no_aug_iters))
+    for data_iter, (inps, targets, ids) in enumerate(batches):
         cur_iter = state.start_iter + data_iter
         lr = lr_scheduler.get_lr(cur_iter)
         for group in optimizer.param_groups:
@@ -412,7 +501,8 @@ def run_official(args, out: Path) -> None:
         if first_loss is None:
             first_loss = outputs_array["total_loss"]
         last_loss = outputs_array["total_loss"]
-        if cur_iter + 1 > state.total_iters - state.no_aug_iters and mosaic_mixup:
+        if cur_iter + 1 > state.total_iters - state.no_aug_iters and mosaic_mixup \
+                and args.pipeline == "official":
             print(f"  iter {cur_iter + 1}: turn OFF mosaic aug", flush=True)
             train_loader.batch_sampler.set_mosaic(False)
             mosaic_mixup = False

@@ -432,6 +432,7 @@ class _Holdout:
         from ..data.results import detections_to_coco_results
         from ..eval.coco import coco_metrics
         from ..infer.detector import Detector
+        from ..postprocess import scale_boxes
         det = Detector(str(path), backend=backend, threads=threads, batch_size=1)
         results, errs = [], []
         for k, (img, tgt) in enumerate(self.items):
@@ -439,9 +440,7 @@ class _Holdout:
             outs = det.forward(x)
             d = det.postprocess(outs)[0]
             oh, ow = tgt["orig_size"]
-            b = d.boxes.clone()
-            b[:, 0::2] = (b[:, 0::2] * ow / x.shape[-1]).clamp(0, ow)
-            b[:, 1::2] = (b[:, 1::2] * oh / x.shape[-2]).clamp(0, oh)
+            b = scale_boxes(d.boxes, (ow / x.shape[-1], oh / x.shape[-2]), (oh, ow))
             results += detections_to_coco_results(tgt["image_id"], b.numpy(), d.scores.numpy(),
                                                   d.labels.numpy(), self.index.category_ids)
             scores = outs[0][0]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from torch import nn
 
+from .._tensorrt import check_tensorrt as _check_tensorrt
 from ..metadata import read_metadata, write_tensorrt_metadata
 from .onnx import ExportError, export_onnx
 
@@ -30,16 +31,8 @@ __all__ = ["export_tensorrt", "check_tensorrt"]
 
 
 def check_tensorrt():
-    """Import tensorrt and check that a CUDA GPU is visible; clear error otherwise."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise ExportError("TensorRT export needs the tensorrt package and an NVIDIA GPU "
-                          "(pip install tensorrt); neither is installed here") from None
-    import torch
-    if not torch.cuda.is_available():
-        raise ExportError("TensorRT export needs a CUDA GPU; torch sees none")
-    return trt
+    """Import tensorrt and check that a CUDA GPU is visible; :class:`ExportError` otherwise."""
+    return _check_tensorrt("TensorRT export", ExportError)
 
 
 def _calibrator(trt, calib_dir: Path, input_hw: tuple[int, int], batch: int, cache: Path,

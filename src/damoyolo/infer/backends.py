@@ -183,13 +183,9 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, path, device: str = "cuda:0"):
-        from ..export.tensorrt import check_tensorrt
+        from .._tensorrt import check_tensorrt
         from ..metadata import read_tensorrt_metadata
-        from ..export.onnx import ExportError
-        try:
-            trt = check_tensorrt()
-        except ExportError as e:
-            raise BackendError(str(e)) from None
+        trt = check_tensorrt("TensorRT inference", BackendError)
         path = Path(path)
         self.meta = read_tensorrt_metadata(path)
         self.device = torch.device(device if str(device).startswith("cuda") else "cuda:0")

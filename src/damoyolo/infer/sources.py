@@ -2,8 +2,8 @@
 
 :func:`open_source` returns an :class:`ImageSource` (files) or a :class:`VideoSource`
 (video file or camera index).  Iterating yields :class:`Frame` items with an HxWx3 uint8
-**RGB** image, or an error message for an unreadable file (the caller reports it and
-goes on with the rest).
+**RGB** image, or an error message for an unreadable file or an undecodable video frame
+(the caller reports and counts it, and goes on with the rest).
 """
 
 from __future__ import annotations
@@ -17,13 +17,20 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import MissingFileError
+from ..errors import DamoyoloError, MissingFileError
 from ..preprocess import IMAGE_SUFFIXES, ImageReadError, read_image
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "ImageSource", "VideoSource",
-           "open_source", "Progress"]
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "MAX_BAD_FRAMES", "Frame", "ImageSource",
+           "VideoSource", "VideoReadError", "open_source", "Progress"]
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+
+MAX_BAD_FRAMES = 25
+"""Consecutive video frames that fail to decode before the stream is taken as ended."""
+
+
+class VideoReadError(DamoyoloError, RuntimeError):
+    """A video file or camera gives no decodable frame; the message names it."""
 
 
 @dataclass
@@ -57,7 +64,16 @@ class ImageSource:
 
 
 class VideoSource:
-    """Frames of a video file or a camera (``cv2.VideoCapture``), converted to RGB."""
+    """Frames of a video file or a camera (``cv2.VideoCapture``), converted to RGB.
+
+    A frame that fails to decode is yielded as a :class:`Frame` with ``image=None`` and
+    ``error`` naming the source and the frame index, and reading goes on; its index is also
+    kept in ``bad_frames``.  The stream ends at the end of the file: a failed read once the
+    frames the file announces (``CAP_PROP_FRAME_COUNT``) are all read, or after
+    :data:`MAX_BAD_FRAMES` failures in a row (a broken stream, or a source whose length is
+    unknown).  Failures at the end of a file that announces more frames are reported in one
+    message.  A source that gives no frame at all raises :class:`VideoReadError`.
+    """
 
     kind = "video"
 
@@ -67,33 +83,72 @@ class VideoSource:
         self.is_camera = isinstance(spec, int)
         self.cap = cv2.VideoCapture(spec)
         if not self.cap.isOpened():
+            if not self.is_camera and Path(str(spec)).is_file():
+                raise VideoReadError(f"{spec}: cannot open as a video (empty or damaged file, "
+                                     f"or a codec this OpenCV build lacks)")
             what = f"camera {spec}" if self.is_camera else f"{spec}"
             raise MissingFileError(f"{what}: cannot open video source")
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 25.0
         n = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        self.total = None if self.is_camera or n <= 0 else n
+        self.count = None if self.is_camera or n <= 0 else n  # frames the file announces
+        self.total = self.count
         if max_frames is not None:
             self.total = min(self.total or max_frames, max_frames)
         self.max_frames = max_frames
         self.description = f"camera {spec}" if self.is_camera else str(spec)
         self.stem = f"camera{spec}" if self.is_camera else Path(str(spec)).stem
+        self.bad_frames: list[int] = []
 
     def __len__(self) -> int:
         return self.total or 0
 
+    def _bad(self, j: int, message: str | None = None) -> Frame:
+        return Frame(f"{self.description}:{j}", None,
+                     message or f"{self.description}: frame {j} could not be decoded", j)
+
     def __iter__(self) -> Iterator[Frame]:
         import cv2
-        i = 0
+        cap, count = self.cap, self.count
+        i = good = 0          # i: index of the frame the next read returns (one per read)
+        bad: list[int] = []   # failed reads not (yet) followed by a good frame
+        gave_up = False
         try:
             while self.max_frames is None or i < self.max_frames:
-                ok, bgr = self.cap.read()
-                if not ok:
+                ok, bgr = cap.read()
+                if ok and bgr is not None:
+                    for j in bad:  # failures in the middle of the stream: skipped, reported
+                        yield self._bad(j)
+                    bad = []
+                    good += 1
+                    yield Frame(f"{self.description}:{i}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
+                                None, i)
+                    i += 1
+                    continue
+                # the capture's position counts decoded frames only, i every read: either
+                # reaching the announced count is the end of the file
+                if count is not None and (i >= count or
+                                          cap.get(cv2.CAP_PROP_POS_FRAMES) >= count):
                     break
-                yield Frame(f"{self.description}:{i}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
-                            None, i)
+                bad.append(i)
+                self.bad_frames.append(i)
                 i += 1
+                if len(bad) >= MAX_BAD_FRAMES:
+                    gave_up = True
+                    break
+            if good == 0 and (self.max_frames is None or self.max_frames > 0):
+                told = f" (it announces {count} frames)" if count else ""
+                raise VideoReadError(f"{self.description}: no frame could be decoded{told}")
+            if bad and count is None:  # unknown length: trailing failures are the end
+                del self.bad_frames[-len(bad):]
+            elif len(bad) == 1 and not gave_up:
+                yield self._bad(bad[0])
+            elif bad:
+                why = f"; gave up after {len(bad)} failures in a row" if gave_up else ""
+                yield self._bad(bad[0], f"{self.description}: frames {bad[0]}-{bad[-1]} of the "
+                                        f"{count} it announces could not be decoded{why}; "
+                                        f"the stream ends at frame {bad[0]}")
         finally:
-            self.cap.release()
+            cap.release()
 
 
 def open_source(spec: str | int, max_frames: int | None = None) -> ImageSource | VideoSource:

@@ -4,8 +4,8 @@ tracker over a source (``Detector.track`` calls it).
 A source is anything :func:`damoyolo.infer.sources.open_source` takes (video file, camera
 index, image, directory, glob), an iterable of HxWx3 RGB arrays, or a ready source object.
 Video frames that cannot be decoded are reported (``TrackFrame.error``) and skipped: the
-tracker is told a frame passed (:meth:`ByteTrack.skip`) and reading goes on (a plain
-``VideoSource`` stops at the first such frame).
+tracker is told a frame passed (:meth:`ByteTrack.skip`) and reading goes on
+(:class:`~damoyolo.infer.sources.VideoSource` yields such frames with ``error`` set).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from ..infer.sources import Frame
 from .bytetrack import TRACKERS, Tracks, TrackerError, build_tracker
 
 __all__ = ["TrackFrame", "track_frames", "iter_frames"]
-
-MAX_BAD_FRAMES = 25  # consecutive undecodable video frames taken as the end of the stream
 
 
 @dataclass
@@ -44,43 +42,12 @@ class TrackFrame:
         return self.index + 1
 
 
-def _video_frames(src) -> Iterator[Frame]:
-    """Frames of a :class:`VideoSource`, reading on past frames that fail to decode.
-
-    A failed frame followed by a good one is yielded with ``error`` set; failures at the end
-    (up to :data:`MAX_BAD_FRAMES` in a row) are the end of the stream.
-    """
-    import cv2
-    cap, total, i = src.cap, src.total, 0
-    bad: list[int] = []
-    try:
-        while (src.max_frames is None or i < src.max_frames) and (total is None or i < total):
-            ok, bgr = cap.read()
-            if not ok or bgr is None:
-                bad.append(i)
-                i += 1
-                if len(bad) >= MAX_BAD_FRAMES:
-                    break
-                continue
-            for j in bad:
-                yield Frame(f"{src.description}:{j}", None,
-                            f"{src.description}: frame {j} could not be decoded, skipped", j)
-            bad = []
-            yield Frame(f"{src.description}:{i}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None, i)
-            i += 1
-    finally:
-        cap.release()
-
-
 def iter_frames(source) -> Iterator[Frame]:
     """Frames of any source (see the module docstring), unreadable ones with ``error``."""
-    from ..infer.sources import VideoSource, open_source
+    from ..infer.sources import open_source
     if isinstance(source, (str, int)) or hasattr(source, "__fspath__"):
         source = open_source(str(source) if hasattr(source, "__fspath__") else source)
-    if isinstance(source, VideoSource):
-        yield from _video_frames(source)
-        return
-    if hasattr(source, "kind"):  # ImageSource
+    if hasattr(source, "kind"):  # ImageSource, VideoSource
         yield from iter(source)
         return
     for i, img in enumerate(source):

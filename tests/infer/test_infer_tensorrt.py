@@ -1,0 +1,52 @@
+"""The TensorRT runtime is deployment code: opening an engine never imports the exporter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+_PROBE = textwrap.dedent("""
+    import json, sys, types
+    import torch
+    fake = sys.argv[1] == "fake"
+    if fake:  # a stand-in tensorrt and a visible "GPU": the constructor goes on to the files
+        sys.modules["tensorrt"] = types.SimpleNamespace(__version__="10.13.0")
+        torch.cuda.is_available = lambda: True
+    else:  # tensorrt absent, whatever this machine has
+        sys.modules["tensorrt"] = None
+    from damoyolo.errors import DamoyoloError
+    from damoyolo.infer.backends import BackendError, TensorRTBackend
+    try:
+        TensorRTBackend(sys.argv[2])
+        err = None
+    except DamoyoloError as e:
+        err = {"type": type(e).__name__, "backend": isinstance(e, BackendError), "msg": str(e)}
+    print(json.dumps({"err": err,
+                      "export": sorted(m for m in sys.modules if m.startswith("damoyolo.export"))}))
+""")
+
+
+def _probe(mode, path):
+    out = subprocess.run([sys.executable, "-c", _PROBE, mode, str(path)], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_missing_tensorrt_is_one_line_backend_error_without_exporter(tmp_path):
+    r = _probe("missing", tmp_path / "m.engine")
+    assert r["export"] == []
+    assert r["err"]["backend"], r
+    msg = r["err"]["msg"]
+    assert "\n" not in msg and "tensorrt" in msg and "pip install tensorrt" in msg
+
+
+def test_engine_path_checked_without_exporter(tmp_path):
+    """With tensorrt and a GPU present the constructor reads the engine's metadata next;
+    that path too stays clear of damoyolo.export."""
+    r = _probe("fake", tmp_path / "absent.engine")
+    assert r["export"] == []
+    assert r["err"] is not None and "absent.engine" in r["err"]["msg"], r
