@@ -360,6 +360,7 @@ def _our_batches(args, train_idx, ipe: int, total_iters: int, no_aug_iters: int)
     from damoyolo.data import DetectionDataset, build_loader
     from damoyolo.data.dataset import EpochSampler
     from damoyolo.engine.api import experiment_config_for
+    from damoyolo.engine.trainer import sada_progress
 
     exp = experiment_config_for(args.model)
     size = (args.imgsz, args.imgsz)
@@ -373,7 +374,7 @@ def _our_batches(args, train_idx, ipe: int, total_iters: int, no_aug_iters: int)
             ds.set_strong_augment(False)
             print(f"  epoch {epoch + 1}: our pipeline, strong augmentation off", flush=True)
         elif epoch < no_aug_from:
-            ds.set_progress((epoch + 0.5) / no_aug_from)
+            ds.set_progress(sada_progress(epoch, no_aug_from))
         sampler.set_epoch(epoch)
         loader = build_loader(ds, args.batch, args.workers, shuffle=False, seed=args.seed,
                               sampler=sampler)

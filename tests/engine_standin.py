@@ -1,4 +1,6 @@
-"""Tiny stand-in for ``damoyolo.data`` (same item/loader signatures) used by engine tests."""
+"""Shared test helpers: a tiny stand-in for ``damoyolo.data`` (same item / loader
+signatures) for the engine tests, and a calibrated synthetic model for the export and
+evaluation tests."""
 
 from __future__ import annotations
 
@@ -122,3 +124,26 @@ def scene_batch(hw=(128, 128), seeds=(1, 2)) -> torch.Tensor:
     from damoyolo.cli.demo import _scene
     from damoyolo.preprocess import preprocess_batch
     return preprocess_batch([_scene(s, 256) for s in seeds], hw)[0]
+
+
+def calibrated_synthetic_ns(root, images: int, seed: int, hw: tuple[int, int]):
+    """A synthetic dataset in ``root / "synth"`` (128 px, half val) and a damoyolo-ns of its
+    classes at input ``hw``, calibrated on the val images so that it detects confidently.
+
+    Returns ``(data, val_index, val_images, x, model)``; ``x`` is the preprocessed val batch.
+    """
+    import dataclasses
+
+    from damoyolo.data import load_dataset
+    from damoyolo.data.synthetic import CLASSES, synthesize
+    from damoyolo.models.factory import calibrated_model
+    from damoyolo.preprocess import preprocess_batch, read_image
+
+    data = root / "synth"
+    synthesize(data, images=images, seed=seed, size=128, val_fraction=0.5, workers=1)
+    idx = load_dataset(data, split="val")
+    imgs = [read_image(r.path) for r in idx.records]
+    x = preprocess_batch(imgs, hw)[0]
+    m = calibrated_model("damoyolo-ns", x, class_names=list(CLASSES))
+    m.cfg = dataclasses.replace(m.cfg, input_size=hw)
+    return data, idx, imgs, x, m

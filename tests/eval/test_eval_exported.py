@@ -10,7 +10,6 @@ moves when boxes, scores, classes or category ids of an export drift.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -38,22 +37,13 @@ def _ap(out: str) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from damoyolo.models.factory import calibrated_model
+    from engine_standin import calibrated_synthetic_ns
 
-    from damoyolo.data import load_dataset
-    from damoyolo.data.synthetic import CLASSES, synthesize
     from damoyolo.export import export_onnx
-    from damoyolo.preprocess import preprocess_batch, read_image
 
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("valexp")
-    data = d / "synth"
-    synthesize(data, images=12, seed=3, size=128, val_fraction=0.5, workers=1)
-    idx = load_dataset(data, split="val")
-    imgs = [read_image(r.path) for r in idx.records]
-    x = preprocess_batch(imgs, HW)[0]
-    m = calibrated_model("damoyolo-ns", x, class_names=list(CLASSES))
-    m.cfg = dataclasses.replace(m.cfg, input_size=HW)
+    data, idx, imgs, x, m = calibrated_synthetic_ns(d, images=12, seed=3, hw=HW)
 
     # ground truth: the real boxes + the model's confident detections, jittered
     det = damoyolo.Detector(m)

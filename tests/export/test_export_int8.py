@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -112,20 +111,11 @@ def test_missing_or_empty_calibration_data(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from damoyolo.models.factory import calibrated_model
-
-    from damoyolo.data import load_dataset
-    from damoyolo.data.synthetic import CLASSES, synthesize
-    from damoyolo.preprocess import preprocess_batch, read_image
+    from engine_standin import calibrated_synthetic_ns
 
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("int8")
-    data = d / "synth"
-    synthesize(data, images=16, seed=5, size=128, val_fraction=0.5, workers=1)
-    idx = load_dataset(data, split="val")
-    x = preprocess_batch([read_image(r.path) for r in idx.records], HW)[0]
-    m = calibrated_model("damoyolo-ns", x, class_names=list(CLASSES))
-    m.cfg = dataclasses.replace(m.cfg, input_size=HW)
+    data, _, _, x, m = calibrated_synthetic_ns(d, images=16, seed=5, hw=HW)
     return d, data, m, x
 
 

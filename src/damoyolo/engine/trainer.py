@@ -41,7 +41,7 @@ from .optim import CosineSchedule, build_optimizer
 from .schedule import resolve_schedule
 from ..errors import DamoyoloError
 
-__all__ = ["Trainer", "TrainingDiverged", "EpochSampler", "seed_everything"]
+__all__ = ["Trainer", "TrainingDiverged", "EpochSampler", "seed_everything", "sada_progress"]
 
 
 class TrainingDiverged(DamoyoloError, RuntimeError):
@@ -136,6 +136,12 @@ class _ModelWithTask(nn.Module):
 def _targets_to(targets: list[dict], device: torch.device) -> list[dict]:
     return [{**t, "boxes": t["boxes"].to(device), "labels": t["labels"].to(device)}
             for t in targets]
+
+
+def sada_progress(epoch: int, aug_epochs: int) -> float:
+    """SADA's ramp: op probabilities scale with the fraction of the augmented epochs done
+    (the official schedule uses the iteration; the epoch's midpoint is used here)."""
+    return (epoch + 0.5) / aug_epochs
 
 
 class Trainer:
@@ -296,11 +302,9 @@ class Trainer:
             fn(enabled)
 
     def _set_progress(self, epoch: int, aug_epochs: int) -> None:
-        """SADA's ramp: op probabilities scale with the fraction of the augmented epochs done
-        (the official schedule uses the iteration; the epoch's midpoint is used here)."""
         fn = getattr(self.train_set, "set_progress", None)
         if fn is not None and aug_epochs > 0:
-            fn((epoch + 0.5) / aug_epochs)
+            fn(sada_progress(epoch, aug_epochs))
 
     def train_one_epoch(self, epoch: int, loader) -> dict[str, float]:
         cfg = self.cfg
