@@ -1,12 +1,13 @@
 """Trainer: schedule, EMA, optimizer groups, checkpoints, exact resume, fine-tuning, NaN stop."""
 
+import copy
 import math
 
 import pytest
 import torch
 
-from damoyolo.engine import CosineSchedule, ModelEMA, Trainer, TrainingDiverged, param_groups, \
-    train_config_for
+from damoyolo.engine import CosineSchedule, ModelEMA, Trainer, TrainingDiverged, build_optimizer, \
+    param_groups, train_config_for
 from damoyolo.engine.api import load_for_finetune
 from engine_standin import NAMES, RectDataset, build_loader, tiny_cfg, tiny_model
 
@@ -58,6 +59,59 @@ def test_ema_ramp():
     m = 0.9998 * (1 - math.exp(-1 / 2000))
     ema.update(lin)
     assert ema.model.weight.item() == pytest.approx(2.0 * m)
+
+
+def _ema_reference(ema_sd, src_sd, m):
+    for k, v in ema_sd.items():
+        if v.dtype.is_floating_point:
+            v.mul_(m).add_(src_sd[k], alpha=1 - m)
+        else:
+            v.copy_(src_sd[k])
+
+
+def test_ema_update_bit_identical_and_follows_replaced_tensors():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    ema = ModelEMA(net, 0.9998, 20)
+    ref = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    for step in range(6):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+            net[1].num_batches_tracked += 1
+            if step == 3:  # what .to() does: buffers replaced, parameters' data swapped
+                net[1].running_mean = net[1].running_mean + 1.0
+                net[0].weight.data = net[0].weight.data * 2.0
+        m = ema.decay()
+        ema.update(net)
+        _ema_reference(ref, net.state_dict(), m)
+        for k, v in ema.model.state_dict().items():
+            assert torch.equal(v, ref[k]), (step, k)
+    assert ema.model[1].num_batches_tracked.item() == 6
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_fused_optimizer_matches_per_tensor(name):
+    torch.manual_seed(0)
+    # no bias before the BatchNorm: its gradient is rounding noise, which Adam's
+    # normalisation turns into full steps of either sign
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.BatchNorm2d(8),
+                              torch.nn.Conv2d(8, 2, 1))
+    twin = copy.deepcopy(net)
+    fused = build_optimizer(net, name, 0.01)
+    plain = build_optimizer(twin, name, 0.01, fused=False)
+    assert fused.param_groups[0].get("fused") is True
+    assert not plain.param_groups[0].get("fused")
+    assert [g["weight_decay"] for g in fused.param_groups] == \
+        [g["weight_decay"] for g in plain.param_groups]
+    x = torch.randn(2, 3, 8, 8)
+    for _ in range(4):
+        for model, opt in ((net, fused), (twin, plain)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(net.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def _final_weights(path):
