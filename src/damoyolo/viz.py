@@ -21,13 +21,18 @@ def color_for(label: int) -> tuple[int, int, int]:
 
 def draw_detections(img_rgb: np.ndarray, det: Detections, score_fmt: str = "{:.2f}",
                     thickness: int | None = None) -> np.ndarray:
-    """Return a copy of ``img_rgb`` (HxWx3 uint8 RGB) with boxes and labels drawn."""
+    """Return a copy of ``img_rgb`` (HxWx3 uint8 RGB) with boxes and labels drawn.
+
+    Drawn from the lowest score to the highest, so that where boxes and labels overlap (e.g.
+    two classes on the same box) the best-scored one is drawn last and stays readable.
+    """
     out = np.ascontiguousarray(img_rgb.copy())
     h, w = out.shape[:2]
     t = thickness or max(1, round(min(h, w) / 320))
     fs = max(0.35, min(h, w) / 1200)
-    for box, score, label, name in zip(det.boxes.tolist(), det.scores.tolist(),
-                                       det.labels.tolist(), det.names):
+    rows = sorted(zip(det.boxes.tolist(), det.scores.tolist(), det.labels.tolist(), det.names),
+                  key=lambda r: r[1])
+    for box, score, label, name in rows:
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         c = color_for(int(label))
         cv2.rectangle(out, (x1, y1), (x2, y2), c, t)
