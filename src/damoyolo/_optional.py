@@ -24,6 +24,7 @@ EXTRAS: dict[str, tuple[str, str | None]] = {
     "faster_coco_eval": ("faster-coco-eval", "train"),
     "matplotlib": ("matplotlib", "train"),
     "tensorboard": ("tensorboard", "train"),
+    "numba": ("numba", "train"),
     "scipy": ("scipy", "nas"),
     "tensorrt": ("tensorrt", None),
 }

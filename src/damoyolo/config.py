@@ -250,6 +250,9 @@ class TrainConfig:
     The schedule (quadratic warm-up, cosine to ``min_lr_ratio``, flat during the last
     ``no_aug_epochs``) is measured in iterations.
     channels_last: NHWC memory format for the model and batches (faster convolutions on CPU).
+    keep_freed_memory: on a CPU with glibc, keep freed memory in the process for reuse instead
+    of returning it to the system after every step (faster steps; the process holds its peak
+    memory), see :mod:`damoyolo.engine.cpu_memory`.
     precise_bn: before each evaluation, the evaluated (EMA) model's BatchNorm statistics are
     recomputed over this many training images without augmentation (0: off), see
     :mod:`damoyolo.engine.bn`.
@@ -281,6 +284,7 @@ class TrainConfig:
     device: str = ""  # "" = cuda when available (the local rank's GPU), else cpu
     sync_bn: bool = False
     channels_last: bool = True
+    keep_freed_memory: bool = True  # CPU, glibc: reuse freed blocks (damoyolo.engine.cpu_memory)
     precise_bn: int | None = None  # images; None: 256 under auto, 0 (off) under release
     output: str = "runs/train"
     tensorboard: bool = True

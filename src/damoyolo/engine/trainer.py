@@ -35,7 +35,9 @@ from ..checkpoint import FORMAT, CheckpointError, atomic_save, checkpoint_header
 from ..config import ConfigError, ModelConfig, TrainConfig, from_dict, to_dict
 from ..losses.criterion import DAMOYOLOCriterion
 from ..models.heads.zero_head import HeadOutput
+from ..ops.depthwise import fast_weight_grad_available
 from . import distributed as du
+from .cpu_memory import keep_freed_memory
 from .ema import ModelEMA
 from .optim import CosineSchedule, build_optimizer
 from .schedule import resolve_schedule
@@ -99,15 +101,18 @@ def autocast_dtype(amp: bool, device: torch.device, model: nn.Module) -> torch.d
     """Mixed precision of the forward pass, or ``None`` for float32.
 
     CUDA: float16 (with loss scaling).  CPU: bfloat16 on a CPU with AMX tiles, where it runs a
-    training step of the ResNet-/CSP-like models about 2x faster than float32, but not for
-    models with depthwise convolutions (the nano presets), which run slower in bfloat16; no
-    autocast on other CPUs (slower without AMX).  See docs/training.md.
+    training step of the ResNet-/CSP-like models about 2x faster than float32; no autocast on
+    other CPUs (slower without AMX).  Models with depthwise convolutions (the nano presets)
+    get bfloat16 only where their depthwise convolutions can stay float32 with the fast
+    weight gradient (:mod:`damoyolo.ops.depthwise`, numba installed): those convolutions run
+    slower in bfloat16 than the whole step gains.  See docs/training.md.
     """
     if not amp:
         return None
     if device.type == "cuda":
         return torch.float16
-    if device.type == "cpu" and _cpu_has_amx() and not _has_depthwise(model):
+    if device.type == "cpu" and _cpu_has_amx() and (
+            not _has_depthwise(model) or fast_weight_grad_available()):
         return torch.bfloat16
     return None
 
@@ -179,6 +184,8 @@ class Trainer:
         self.out_dir = Path(cfg.output)
         self.workers = default_workers(cfg.workers, self.device)
 
+        if cfg.keep_freed_memory and self.device.type == "cpu":
+            keep_freed_memory()
         self.model = model.to(self.device).train()
         # under a process group (also of one process); SyncBatchNorm needs CUDA (DDP refuses
         # it on CPU modules), so on CPU the flag keeps plain per-process BatchNorm
@@ -212,8 +219,15 @@ class Trainer:
         if self.progress:
             prec = {None: "float32", torch.float16: "float16 autocast",
                     torch.bfloat16: "bfloat16 autocast (CPU with AMX)"}[self.amp_dtype]
+            if self.amp_dtype == torch.bfloat16 and _has_depthwise(self.model):
+                prec += ", depthwise convolutions in float32"
             print(f"  precision {prec}, memory format "
                   f"{'channels_last' if cfg.channels_last else 'contiguous'}", flush=True)
+            if (self.device.type == "cpu" and _has_depthwise(self.model)
+                    and not fast_weight_grad_available()):
+                print("note: numba is not installed, so the depthwise convolutions' weight "
+                      "gradients use torch's slower kernel (pip install 'damoyolo[train]')",
+                      flush=True)
         self.schedule = CosineSchedule(self.base_lr, total, self.plan.warmup_iters,
                                        no_aug_iters, cfg.min_lr_ratio, cfg.warmup_start_lr)
         self.start_epoch = 0

@@ -41,7 +41,14 @@ def count_flops(model: nn.Module, input_hw: tuple[int, int], bn_rule: str = "tho
         raise ValueError(f"bn_rule must be 'thop' or 'half', got {bn_rule!r}")
     m = copy.deepcopy(model).eval()
     x = torch.zeros(1, 3, *input_hw, device=next(m.parameters()).device)
-    custom = {nn.BatchNorm2d: _half_bn} if bn_rule == "half" else None
+    from thop.profile import register_hooks
+
+    from ..ops.depthwise import DepthwiseConv2d
+
+    # thop matches modules by exact type: the depthwise subclass counts as nn.Conv2d
+    custom = {DepthwiseConv2d: register_hooks[nn.Conv2d]}
+    if bn_rule == "half":
+        custom[nn.BatchNorm2d] = _half_bn
     with contextlib.redirect_stdout(io.StringIO()):
         macs, _ = profile(m, inputs=(x,), custom_ops=custom, verbose=False)
     return 2 * float(macs) / 1e9

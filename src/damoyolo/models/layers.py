@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConfigError
+from ..ops.depthwise import DepthwiseConv2d
 
 __all__ = [
     "BN_EPS",
@@ -33,7 +34,9 @@ BN_MOMENTUM = 0.03
 
 _ACTIVATIONS = {
     "relu": lambda: nn.ReLU(inplace=True),
-    "silu": lambda: nn.SiLU(inplace=True),
+    # not in place: autograd would copy the input of an in-place SiLU to keep it for the
+    # backward pass (a full copy of every activation map in training)
+    "silu": lambda: nn.SiLU(),
     "lrelu": lambda: nn.LeakyReLU(0.1, inplace=True),
     "identity": nn.Identity,
     "none": nn.Identity,
@@ -72,8 +75,13 @@ class ConvBNAct(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
                  stride: int = 1, groups: int = 1, act: str | None = "relu"):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                              (kernel_size - 1) // 2, groups=groups, bias=False)
+        if groups > 1 and groups == in_channels == out_channels:
+            # depthwise: nn.Conv2d with a faster weight gradient in CPU training
+            self.conv: nn.Conv2d = DepthwiseConv2d(in_channels, kernel_size, stride,
+                                                   (kernel_size - 1) // 2)
+        else:
+            self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                                  (kernel_size - 1) // 2, groups=groups, bias=False)
         self.bn: nn.Module = _bn(out_channels)
         self.act = get_activation(act)
 
