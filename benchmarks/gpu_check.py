@@ -545,7 +545,7 @@ def step_throughput(s: Settings, rec: Recorder, args) -> None:
                                   tensorboard=False, seed=0, device=s.device, amp=_amp(s),
                                   precise_bn=0)
         tr = Trainer(model, ds, cfg, progress=False)
-        r = {"amp_dtype": str(tr.amp_dtype), "channels_last": cfg.channels_last}
+        r = {"amp_dtype": str(tr.amp_dtype), "channels_last": tr.channels_last}
         # model-only: the trainer's step on one synthetic batch already on the device
         feed = _Stamped([(images, targets)] * (n + w), s.device)
         tr.train_one_epoch(0, feed)

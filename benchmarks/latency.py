@@ -27,7 +27,14 @@ the graph).  Calibration: ``--int8-data DATASET`` (``--int8-images`` images of i
 split), by default a small synthetic dataset generated in a temporary folder.  INT8 speed
 can depend on the weights (the quantizers come from calibrated activations): ``--checkpoint
 CKPT`` times a trained checkpoint at its own input size instead (calibrate it on its data
-with ``--int8-data``; the official file is not used then, the sizes differ).
+with ``--int8-data``; the official file is not used then, the sizes differ).  The table also
+times the OpenVINO INT8 model exported ``raw_heads`` (the baseline's outputs, no decode in
+the graph: the same work as the baseline).
+
+Diagnostics: ``--act relu`` replaces the backbone's and neck's activation by ReLU (not a
+DAMO-YOLO model: it shows what the SiLU costs); ``ONEDNN_MAX_CPU_ISA`` in the environment
+(e.g. ``AVX512_CORE_VNNI`` on a CPU with AMX) caps OpenVINO's oneDNN kernels for the whole
+process (onnxruntime does not use oneDNN); its value is printed and written to the JSON.
 
     python benchmarks/latency.py --int8 [--models damoyolo-t ...] [--official-dir DIR] \
         [--threads 2] [--runs 30] [--json int8.json]
@@ -81,6 +88,16 @@ def ov_runner(path: Path, hw, threads: int):
     return lambda: req.infer({0: x})
 
 
+def with_activation(model, act: str):
+    """The same preset with ``act`` in its backbone and neck (a diagnostic: not a DAMO-YOLO
+    model), random weights."""
+    import dataclasses
+    cfg = model.cfg
+    return damoyolo.build_model(dataclasses.replace(
+        cfg, backbone=dataclasses.replace(cfg.backbone, act=act),
+        neck=dataclasses.replace(cfg.neck, act=act)))
+
+
 def interleaved(fns: dict, runs: int, warmup: int, gap_ms: float = 0.0) -> dict[str, float]:
     """Median milliseconds of each callable, timed round-robin after ``warmup`` calls each.
 
@@ -108,7 +125,7 @@ def op_counts(path: Path) -> collections.Counter:
     return collections.Counter(n.op_type for n in g.node if n.op_type != "Constant")
 
 
-INT8_KEYS = ("ort_fp32", "ov_fp32", "ov_int8", "ort_int8_s8", "ort_int8_u8")
+INT8_KEYS = ("ort_fp32", "ov_fp32", "ov_int8", "ov_int8_rh", "ort_int8_s8", "ort_int8_u8")
 INT8_GOAL = {"damoyolo-ns": 0.6, "damoyolo-nm": 0.6, "damoyolo-nl": 0.6, "damoyolo-n": 0.6}
 
 
@@ -123,10 +140,12 @@ def int8_rows(args, td: Path) -> list[dict]:
         synthesize(data, images=max(2 * args.int8_images, 8), seed=0, size=320,
                    val_fraction=0.5, workers=1)
     quiet = {"progress": False, "log": lambda *_: None}
+    print(f"oneDNN ISA cap (ONEDNN_MAX_CPU_ISA): {os.environ.get('ONEDNN_MAX_CPU_ISA', 'none')}"
+          + (f"; activation replaced by {args.act} (diagnostic)" if args.act else ""))
     print("| model | input | ORT fp32 official-style (ms) | OpenVINO fp32 (ms) | OpenVINO INT8 "
-          "(ms) | OV INT8 / ORT fp32 | goal | ORT INT8 S8S8 (ms) | / ORT fp32 | ORT INT8 U8S8 "
-          "(ms) | / ORT fp32 | load |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "(ms) | OV INT8 / ORT fp32 | goal | OV INT8 raw_heads (ms) | / ORT fp32 | ORT INT8 "
+          "S8S8 (ms) | / ORT fp32 | ORT INT8 U8S8 (ms) | / ORT fp32 | load |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     models = [(n, None) for n in args.models]
     if args.checkpoint:  # trained weights (INT8 speed can depend on them), at their input size
@@ -135,6 +154,8 @@ def int8_rows(args, td: Path) -> list[dict]:
         models = [(ck.cfg.name, ck)]
     for name, ck in models:
         m = ck if ck is not None else damoyolo.build_model(name)
+        if args.act:
+            m = with_activation(m, args.act)
         hw = tuple(m.input_size)
         off = Path(args.official_dir) / f"{OFFICIAL[name]}.onnx" if args.official_dir else None
         base = off if off is not None and off.is_file() and ck is None else \
@@ -144,6 +165,9 @@ def int8_rows(args, td: Path) -> list[dict]:
                  "ov_int8": ("ov", export_int8(m, Path(td) / f"{name}_int8.xml", "openvino",
                                                data=data, calib_images=args.int8_images,
                                                **quiet).path),
+                 "ov_int8_rh": ("ov", export_int8(m, Path(td) / f"{name}_int8_rh.xml", "openvino",
+                                                  data=data, calib_images=args.int8_images,
+                                                  mode="raw_heads", **quiet).path),
                  "ort_int8_s8": ("ort", export_int8(m, Path(td) / f"{name}_s8.onnx", "onnx",
                                                     data=data, calib_images=args.int8_images,
                                                     **quiet).path),
@@ -161,11 +185,13 @@ def int8_rows(args, td: Path) -> list[dict]:
         f32 = r["ort_fp32_ms"]
         goal = INT8_GOAL.get(name, 0.4)
         r.update(ov_int8_ratio=round(r["ov_int8_ms"] / f32, 3), goal=goal,
+                 ov_int8_rh_ratio=round(r["ov_int8_rh_ms"] / f32, 3),
                  ort_int8_s8_ratio=round(r["ort_int8_s8_ms"] / f32, 3),
                  ort_int8_u8_ratio=round(r["ort_int8_u8_ms"] / f32, 3))
         rows.append(r)
         print(f"| {name} | {hw[0]} | {f32:.1f} | {r['ov_fp32_ms']:.1f} | {r['ov_int8_ms']:.1f} | "
-              f"{r['ov_int8_ratio']:.2f} | <= {goal} | {r['ort_int8_s8_ms']:.1f} | "
+              f"{r['ov_int8_ratio']:.2f} | <= {goal} | {r['ov_int8_rh_ms']:.1f} | "
+              f"{r['ov_int8_rh_ratio']:.2f} | {r['ort_int8_s8_ms']:.1f} | "
               f"{r['ort_int8_s8_ratio']:.2f} | {r['ort_int8_u8_ms']:.1f} | "
               f"{r['ort_int8_u8_ratio']:.2f} | {r['load_before']:.1f}-{r['load_after']:.1f} |",
               flush=True)
@@ -194,15 +220,23 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None,
                     help="--int8: time this trained checkpoint (its preset and input size) "
                          "instead of random-weight presets")
+    ap.add_argument("--act", default=None, choices=["relu"],
+                    help="--int8 diagnostic: this activation in the backbone and neck instead "
+                         "of the preset's (not a DAMO-YOLO model)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.act and (args.checkpoint or not args.int8):
+        ap.error("--act is an --int8 diagnostic for random-weight presets (not with --checkpoint)")
     if args.int8:
         with tempfile.TemporaryDirectory() as td:
             rows = int8_rows(args, Path(td))
         if args.json:
             Path(args.json).write_text(json.dumps({"threads": args.threads, "runs": args.runs,
                                                    "warmup": args.warmup, "int8": True,
+                                                   "onednn_max_cpu_isa":
+                                                       os.environ.get("ONEDNN_MAX_CPU_ISA"),
+                                                   "act": args.act,
                                                    "cpu_count": os.cpu_count(), "rows": rows},
                                                   indent=1))
         return

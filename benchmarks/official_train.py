@@ -41,7 +41,9 @@ train.nominal_batch=<batch>`` (no gradient accumulation: one optimizer step per 
 as the official loop), ``train.ema_ramp=2000 train.ema_momentum=0.9998`` (the release EMA),
 ``train.seed=S``, ``train.eval_interval=0`` (no evaluation inside the loop),
 ``train.tensorboard=False``; everything else is the preset's recipe and the trainer's
-defaults (channels_last; bfloat16 autocast only on CPUs with AMX and not for nano models).
+defaults (memory format by ``use_channels_last``: on a CPU NCHW for T-L, channels_last for
+the nano presets; bfloat16 autocast on CPUs with AMX, the nano presets' depthwise
+convolutions kept in float32).
 ``--set KEY=VALUE`` adds overrides.  ``train_s`` is the sum of the per-epoch ``time_s`` of
 the run's history (``OUT/train/last.pt``); the EMA weights of ``last.pt`` are scored.
 

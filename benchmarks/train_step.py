@@ -53,13 +53,15 @@ def make_batch(batch: int, gts: int, classes: int, size: int = 640, seed: int = 
 
 
 class Ours:
-    """Our step as ``Trainer.train_one_epoch`` runs it: ``fast`` uses the trainer's defaults
-    (channels_last, and bfloat16 autocast of the forward pass on a CPU with AMX; see
-    ``damoyolo.engine.trainer.autocast_dtype``); ``amp=False`` float32 channels_last (what
-    a CPU without AMX runs); ``fast=False`` plain float32 NCHW."""
+    """Our step as ``Trainer.train_one_epoch`` runs it.  ``channels_last=None`` takes the
+    trainer's memory format (:func:`damoyolo.engine.trainer.use_channels_last`: NCHW for
+    damoyolo-t on a CPU), ``True`` / ``False`` forces one; ``amp`` the trainer's autocast
+    (bfloat16 on a CPU with AMX, :func:`damoyolo.engine.trainer.autocast_dtype`), ``False``
+    float32 (what a CPU without AMX runs)."""
 
     def __init__(self, images, targets, init_state: dict | None, classes: int,
-                 fast: bool = True, amp: bool = True) -> None:
+                 channels_last: bool | None = None, amp: bool = True) -> None:
+        from damoyolo.engine.trainer import autocast_dtype, use_channels_last
         if init_state is not None:
             with tempfile.TemporaryDirectory() as d:
                 p = Path(d) / "init.pth"
@@ -68,12 +70,11 @@ class Ours:
         else:
             self.model = damoyolo.build_model(MODEL, num_classes=classes)
         self.model.train()
-        self.dtype = None
-        if fast:
-            from damoyolo.engine.trainer import autocast_dtype
+        self.channels_last = use_channels_last(channels_last, torch.device("cpu"), self.model)
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
             images = images.contiguous(memory_format=torch.channels_last)
-            self.dtype = autocast_dtype(amp, torch.device("cpu"), self.model)
+        self.dtype = autocast_dtype(amp, torch.device("cpu"), self.model)
         self.criterion = DAMOYOLOCriterion(self.model.head)
         self.opt = build_optimizer(self.model, "sgd", 0.01 / 64 * len(images), 0.9, 5e-4, True)
         self.images, self.targets = images, targets
@@ -164,9 +165,15 @@ def main() -> None:
         off = Official(args.official, images, targets, args.classes)
         init = off.init_state
     runners["ours"] = Ours(images, targets, init, args.classes)
-    if runners["ours"].dtype is not None:
-        runners["ours fp32 channels_last"] = Ours(images, targets, init, args.classes, amp=False)
-    runners["ours fp32 NCHW"] = Ours(images, targets, init, args.classes, fast=False)
+    default_cl = runners["ours"].channels_last
+    fmt = {True: "channels_last", False: "NCHW"}
+    if runners["ours"].dtype is not None:  # the other memory format in bfloat16
+        runners[f"ours bf16 {fmt[not default_cl]}"] = Ours(images, targets, init, args.classes,
+                                                          channels_last=not default_cl)
+    runners["ours fp32 NCHW"] = Ours(images, targets, init, args.classes, channels_last=False,
+                                     amp=False)
+    runners["ours fp32 channels_last"] = Ours(images, targets, init, args.classes,
+                                              channels_last=True, amp=False)
     if args.official:
         runners["official"] = off
     # first step (warm-up) from identical weights: losses should agree
@@ -198,7 +205,8 @@ def main() -> None:
             f"median of {args.steps} interleaved steps after a warm-up step")
     print()
     dt = runners["ours"].dtype
-    print(f"ours: channels_last, forward autocast {dt if dt is not None else 'off (float32)'}")
+    print(f"ours: {'channels_last' if runners['ours'].channels_last else 'NCHW'}, forward "
+          f"autocast {dt if dt is not None else 'off (float32)'}")
     ms = {n: 1e3 * statistics.median(v) / args.batch for n, v in ts.items()}
     ref = "official" if args.official else "ours fp32 NCHW"
     print(f"| implementation | ms / image (train step) | ms / step | vs {ref} |")

@@ -249,7 +249,12 @@ class TrainConfig:
     batch (Adam's step size does not grow with the batch as SGD's does).
     The schedule (quadratic warm-up, cosine to ``min_lr_ratio``, flat during the last
     ``no_aug_epochs``) is measured in iterations.
-    channels_last: NHWC memory format for the model and batches (faster convolutions on CPU).
+    channels_last: NHWC memory format for the model and batches.  ``None`` (auto): on CUDA
+    always; on a CPU only for models with depthwise convolutions (the nano presets, whose
+    steps it makes 1.5-1.9x faster).  The other presets train in NCHW on a CPU: in
+    channels_last they learned measurably less per iteration than the official loop
+    (docs/training.md, learning parity), in NCHW as much.  See
+    :func:`damoyolo.engine.trainer.use_channels_last`.
     keep_freed_memory: on a CPU with glibc, keep freed memory in the process for reuse instead
     of returning it to the system after every step (faster steps; the process holds its peak
     memory), see :mod:`damoyolo.engine.cpu_memory`.
@@ -283,7 +288,7 @@ class TrainConfig:
     # at the usable cores (see damoyolo.data.build_loader)
     device: str = ""  # "" = cuda when available (the local rank's GPU), else cpu
     sync_bn: bool = False
-    channels_last: bool = True
+    channels_last: bool | None = None  # None: auto (engine.trainer.use_channels_last)
     keep_freed_memory: bool = True  # CPU, glibc: reuse freed blocks (damoyolo.engine.cpu_memory)
     precise_bn: int | None = None  # images; None: 256 under auto, 0 (off) under release
     output: str = "runs/train"

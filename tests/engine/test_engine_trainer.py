@@ -221,3 +221,57 @@ def test_finetune_from_an_official_release_checkpoint():
     for k, v in net.state_dict().items():
         if not k.startswith("head.cls_preds"):
             assert torch.equal(v, ref.state_dict()[k]), k
+
+
+def test_memory_format_policy(tmp_path):
+    import damoyolo
+    from damoyolo.engine.trainer import use_channels_last
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    t, ns = tiny_model("damoyolo-t"), damoyolo.build_model("damoyolo-ns")
+    # auto: on a CPU channels_last only with depthwise convolutions (nano); CUDA always
+    assert use_channels_last(None, cpu, t) is False
+    assert use_channels_last(None, cpu, ns) is True
+    assert use_channels_last(None, cuda, t) is True
+    # an explicit setting wins
+    assert use_channels_last(True, cpu, t) is True
+    assert use_channels_last(False, cpu, ns) is False
+    # the trainer applies it to the model
+    for model, want in ((t, False), (tiny_model("damoyolo-ns"), True)):
+        tr = Trainer(model, RectDataset(4, seed=1), tiny_cfg(tmp_path / str(want), device="cpu"),
+                     loader_fn=build_loader, progress=False)
+        w = next(p for p in tr.model.parameters() if p.dim() == 4 and p.shape[-1] == 3)
+        assert tr.channels_last is want
+        assert w.is_contiguous(memory_format=torch.channels_last if want else
+                               torch.contiguous_format) and (want or w.is_contiguous())
+
+
+def test_optimizer_state_takes_the_parameter_layout():
+    from damoyolo.engine.trainer import _match_state_layout
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.BatchNorm2d(8))
+    cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 8, 8)
+    target = torch.randn(2, 8, 6, 6)  # a loss whose gradient is not BatchNorm's rounding noise
+    opt_cl = build_optimizer(cl, "sgd", 0.01)
+    (cl(x.contiguous(memory_format=torch.channels_last)) * target).mean().backward()
+    opt_cl.step()
+    # the state saved by a channels_last run, loaded for an NCHW model of the same weights
+    plain = copy.deepcopy(net)
+    plain.load_state_dict(cl.state_dict())
+    opt = build_optimizer(plain, "sgd", 0.01)
+    opt.load_state_dict(copy.deepcopy(opt_cl.state_dict()))  # as read from a file
+    w = plain[0].weight
+    assert opt.state[w]["momentum_buffer"].stride() != w.stride()
+    before = opt.state[w]["momentum_buffer"].clone()
+    _match_state_layout(opt)
+    buf = opt.state[w]["momentum_buffer"]
+    assert buf.stride() == w.stride() and torch.equal(buf, before)
+    # and the next steps match the channels_last run's
+    for model, o, inp in ((cl, opt_cl, x.contiguous(memory_format=torch.channels_last)),
+                          (plain, opt, x)):
+        for _ in range(2):
+            o.zero_grad()
+            (model(inp) * target).mean().backward()
+            o.step()
+    for a, b in zip(cl.parameters(), plain.parameters()):
+        torch.testing.assert_close(a.contiguous(), b, rtol=1e-5, atol=1e-6)
