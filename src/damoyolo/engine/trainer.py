@@ -251,12 +251,12 @@ class Trainer:
         if self.progress:
             prec = {None: "float32", torch.float16: "float16 autocast",
                     torch.bfloat16: "bfloat16 autocast (CPU with AMX)"}[self.amp_dtype]
-            if self.amp_dtype == torch.bfloat16 and _has_depthwise(self.model):
+            depthwise = _has_depthwise(self.model)
+            if self.amp_dtype == torch.bfloat16 and depthwise:
                 prec += ", depthwise convolutions in float32"
             print(f"  precision {prec}, memory format "
                   f"{'channels_last' if self.channels_last else 'contiguous (NCHW)'}", flush=True)
-            if (self.device.type == "cpu" and _has_depthwise(self.model)
-                    and not fast_weight_grad_available()):
+            if self.device.type == "cpu" and depthwise and not fast_weight_grad_available():
                 print("note: numba is not installed, so the depthwise convolutions' weight "
                       "gradients use torch's slower kernel (pip install 'damoyolo[train]')",
                       flush=True)
