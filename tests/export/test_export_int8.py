@@ -179,6 +179,32 @@ def test_int8_detections_overlap_fp32(tiny, fmt):
     assert _overlap(ref, got) >= 0.8
 
 
+@pytest.mark.parametrize("has_dot", [False, True])
+def test_onnx_int8_notes_a_cpu_without_vnni(tiny, monkeypatch, has_dot):
+    from damoyolo.export import quantize
+    d, data, m, _ = tiny
+    monkeypatch.setattr(quantize, "cpu_has_int8_dot", lambda: has_dot)
+    lines: list[str] = []
+    export_int8(m, d / f"n{int(has_dot)}_int8.onnx", "onnx", data=data, split="train",
+                calib_images=2, progress=False, log=lines.append)
+    assert (quantize.INT8_NO_DOT_NOTE in lines) is (not has_dot)
+
+
+def test_int8_dot_probe_matches_cpuinfo():
+    from damoyolo.export.quantize import cpu_has_int8_dot
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo to compare with")
+    flags = next((set(ln.split(":", 1)[1].split()) for ln in text.splitlines()
+                  if ln.startswith("flags")), None)
+    if flags is None:
+        pytest.skip("/proc/cpuinfo lists no x86 flags")
+    if "avx_vnni" in flags and not flags & {"avx512_vnni", "amx_int8"}:
+        pytest.skip("AVX-VNNI without AVX-512 VNNI: torch's probe does not look at it")
+    assert cpu_has_int8_dot() is bool(flags & {"avx512_vnni", "amx_int8"})
+
+
 def test_partial_mode_writes_table_and_chart(tiny):
     pytest.importorskip("faster_coco_eval")
     pytest.importorskip("matplotlib")

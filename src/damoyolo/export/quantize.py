@@ -468,6 +468,27 @@ class Int8Result:
     chart_path: Path | None = None
 
 
+def cpu_has_int8_dot() -> bool:
+    """Whether this CPU has an int8 dot-product instruction (AVX-512 VNNI, or AMX-INT8 tiles).
+    Without one, onnxruntime's int8 kernels sum pairs of u8 x s8 products in saturating int16
+    (``vpmaddubsw``) and can lose accuracy that the quantization itself does not."""
+    import torch
+    for probe in ("_is_vnni_supported", "_is_amx_tile_supported"):
+        fn = getattr(torch.cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except RuntimeError:
+            pass
+    return False
+
+
+INT8_NO_DOT_NOTE = ("note: this CPU has no VNNI: onnxruntime's int8 kernels sum in saturating "
+                    "int16 here and can lose accuracy the quantization does not; check the INT8 "
+                    "model with 'damoyolo val' on the CPU that will run it, or export "
+                    "--format openvino")
+
+
 def _tool_settings(fmt: str, activations: str = "s8") -> dict:
     if fmt == "openvino":
         import nncf
@@ -671,6 +692,8 @@ def export_int8(model: nn.Module, path: str | Path, format: str = "openvino", *,
     path = Path(path)
     if format == "openvino" and path.suffix != ".xml":
         path = path.with_suffix(".xml")
+    if format == "onnx" and not cpu_has_int8_dot():
+        log(INT8_NO_DOT_NOTE)
     hw = tuple(int(v) for v in (onnx_kwargs.get("imgsz") or model.input_size))
     calib = load_calibration(data, split, hw, calib_images,
                              holdout_images if max_drop is not None else 0, seed, progress)
