@@ -184,6 +184,7 @@ def test_onnx_int8_notes_a_cpu_without_vnni(tiny, monkeypatch, has_dot):
     from damoyolo.export import quantize
     d, data, m, _ = tiny
     monkeypatch.setattr(quantize, "cpu_has_int8_dot", lambda: has_dot)
+    monkeypatch.setattr(quantize, "is_x86", lambda: True)  # the note is about x86 kernels
     lines: list[str] = []
     export_int8(m, d / f"n{int(has_dot)}_int8.onnx", "onnx", data=data, split="train",
                 calib_images=2, progress=False, log=lines.append)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from ..data.dataset import EpochSampler
 
+from .._cpu import torch_cpu_has
 from ..checkpoint import FORMAT, CheckpointError, atomic_save, checkpoint_header, read_checkpoint
 from ..config import ConfigError, ModelConfig, TrainConfig, from_dict, to_dict
 from ..losses.criterion import DAMOYOLOCriterion
@@ -149,11 +150,7 @@ def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
 
 
 def _cpu_has_amx() -> bool:
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(probe()) if probe is not None else False
-    except RuntimeError:
-        return False
+    return torch_cpu_has("amx_tile")
 
 
 class _ModelWithTask(nn.Module):

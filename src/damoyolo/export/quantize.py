@@ -54,6 +54,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from torch import nn
 
+from .._cpu import is_x86, torch_cpu_has
 from .._optional import import_optional
 from .onnx import ExportError
 
@@ -470,17 +471,9 @@ class Int8Result:
 
 def cpu_has_int8_dot() -> bool:
     """Whether this CPU has an int8 dot-product instruction (AVX-512 VNNI, or AMX-INT8 tiles).
-    Without one, onnxruntime's int8 kernels sum pairs of u8 x s8 products in saturating int16
-    (``vpmaddubsw``) and can lose accuracy that the quantization itself does not."""
-    import torch
-    for probe in ("_is_vnni_supported", "_is_amx_tile_supported"):
-        fn = getattr(torch.cpu, probe, None)
-        try:
-            if fn is not None and fn():
-                return True
-        except RuntimeError:
-            pass
-    return False
+    Without one, onnxruntime's x86 int8 kernels sum pairs of u8 x s8 products in saturating
+    int16 (``vpmaddubsw``) and can lose accuracy that the quantization itself does not."""
+    return torch_cpu_has("vnni", "amx_tile")
 
 
 INT8_NO_DOT_NOTE = ("note: this CPU has no VNNI: onnxruntime's int8 kernels sum in saturating "
@@ -692,7 +685,7 @@ def export_int8(model: nn.Module, path: str | Path, format: str = "openvino", *,
     path = Path(path)
     if format == "openvino" and path.suffix != ".xml":
         path = path.with_suffix(".xml")
-    if format == "onnx" and not cpu_has_int8_dot():
+    if format == "onnx" and is_x86() and not cpu_has_int8_dot():
         log(INT8_NO_DOT_NOTE)
     hw = tuple(int(v) for v in (onnx_kwargs.get("imgsz") or model.input_size))
     calib = load_calibration(data, split, hw, calib_images,
