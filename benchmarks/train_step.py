@@ -60,7 +60,8 @@ class Ours:
     float32 (what a CPU without AMX runs)."""
 
     def __init__(self, images, targets, init_state: dict | None, classes: int,
-                 channels_last: bool | None = None, amp: bool = True) -> None:
+                 channels_last: bool | None = None, amp: bool = True,
+                 force_dtype: torch.dtype | None = None) -> None:
         from damoyolo.engine.trainer import autocast_dtype, use_channels_last
         if init_state is not None:
             with tempfile.TemporaryDirectory() as d:
@@ -74,7 +75,7 @@ class Ours:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
             images = images.contiguous(memory_format=torch.channels_last)
-        self.dtype = autocast_dtype(amp, torch.device("cpu"), self.model)
+        self.dtype = force_dtype or autocast_dtype(amp, torch.device("cpu"), self.model)
         self.criterion = DAMOYOLOCriterion(self.model.head)
         self.opt = build_optimizer(self.model, "sgd", 0.01 / 64 * len(images), 0.9, 5e-4, True)
         self.images, self.targets = images, targets
@@ -153,6 +154,9 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=80)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per implementation (median)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--bf16", action="store_true",
+                    help="on a CPU where the trainer runs float32, also time bfloat16 autocast "
+                         "(forced) in both memory formats")
     ap.add_argument("--profile", default=None, metavar="OUT.txt",
                     help="also write a torch.profiler table of one step of each to this file")
     args = ap.parse_args()
@@ -170,6 +174,10 @@ def main() -> None:
     if runners["ours"].dtype is not None:  # the other memory format in bfloat16
         runners[f"ours bf16 {fmt[not default_cl]}"] = Ours(images, targets, init, args.classes,
                                                           channels_last=not default_cl)
+    elif args.bf16:  # the trainer runs float32 here: bfloat16 forced, both memory formats
+        for cl in (False, True):
+            runners[f"ours bf16 {fmt[cl]} (forced)"] = Ours(
+                images, targets, init, args.classes, channels_last=cl, force_dtype=torch.bfloat16)
     runners["ours fp32 NCHW"] = Ours(images, targets, init, args.classes, channels_last=False,
                                      amp=False)
     runners["ours fp32 channels_last"] = Ours(images, targets, init, args.classes,

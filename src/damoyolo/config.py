@@ -280,7 +280,7 @@ class TrainConfig:
     ema: bool = True
     ema_momentum: float | None = None  # release: 0.9998
     ema_ramp: float | None = None  # momentum * (1 - exp(-updates / ema_ramp)); release: 2000
-    amp: bool = True  # float16 on CUDA; bfloat16 on AMX CPUs (not nano); see autocast_dtype
+    amp: bool = True  # float16 on CUDA; bfloat16 on CPUs with AMX or AVX512-BF16; see autocast_dtype
     grad_clip: float = 0.0  # 0 = off
     eval_interval: int = 10  # epochs; the last epoch is always evaluated
     seed: int = 1234

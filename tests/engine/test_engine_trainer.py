@@ -275,3 +275,22 @@ def test_optimizer_state_takes_the_parameter_layout():
             o.step()
     for a, b in zip(cl.parameters(), plain.parameters()):
         torch.testing.assert_close(a.contiguous(), b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("features,want_dense", [
+    ((), None), (("avx2", "avx512"), None), (("avx512_bf16",), torch.bfloat16),
+    (("amx_tile",), torch.bfloat16)])
+def test_precision_policy(monkeypatch, features, want_dense):
+    import damoyolo.engine.trainer as tr_mod
+    from damoyolo.engine.trainer import autocast_dtype
+    monkeypatch.setattr(tr_mod, "torch_cpu_has", lambda *fs: any(f in features for f in fs))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    t, ns = tiny_model("damoyolo-t"), tiny_model("damoyolo-ns")
+    # bfloat16 autocast only on a CPU with bfloat16 dot products (AMX or AVX512-BF16)
+    assert autocast_dtype(True, cpu, t) is want_dense
+    assert autocast_dtype(False, cpu, t) is None
+    assert autocast_dtype(True, cuda, t) is torch.float16
+    # nano: only where its depthwise convolutions can stay float32 with the fast weight gradient
+    for fast in (True, False):
+        monkeypatch.setattr(tr_mod, "fast_weight_grad_available", lambda: fast)
+        assert autocast_dtype(True, cpu, ns) is (want_dense if fast else None)

@@ -101,9 +101,10 @@ def _has_depthwise(model: nn.Module) -> bool:
 def autocast_dtype(amp: bool, device: torch.device, model: nn.Module) -> torch.dtype | None:
     """Mixed precision of the forward pass, or ``None`` for float32.
 
-    CUDA: float16 (with loss scaling).  CPU: bfloat16 on a CPU with AMX tiles, where it runs a
-    training step of the ResNet-/CSP-like models about 2x faster than float32; no autocast on
-    other CPUs (slower without AMX).  Models with depthwise convolutions (the nano presets)
+    CUDA: float16 (with loss scaling).  CPU: bfloat16 on a CPU with bfloat16 dot-product
+    instructions (AMX tiles, or AVX512-BF16 as on AMD Zen 4), where it runs a training step
+    1.7-2.5x faster than float32; no autocast on other CPUs (slower there: the bfloat16
+    convolutions are emulated).  Models with depthwise convolutions (the nano presets)
     get bfloat16 only where their depthwise convolutions can stay float32 with the fast
     weight gradient (:mod:`damoyolo.ops.depthwise`, numba installed): those convolutions run
     slower in bfloat16 than the whole step gains.  See docs/training.md.
@@ -112,7 +113,7 @@ def autocast_dtype(amp: bool, device: torch.device, model: nn.Module) -> torch.d
         return None
     if device.type == "cuda":
         return torch.float16
-    if device.type == "cpu" and _cpu_has_amx() and (
+    if device.type == "cpu" and _cpu_has_bf16_dot() and (
             not _has_depthwise(model) or fast_weight_grad_available()):
         return torch.bfloat16
     return None
@@ -149,8 +150,9 @@ def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
                     st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
-def _cpu_has_amx() -> bool:
-    return torch_cpu_has("amx_tile")
+def _cpu_has_bf16_dot() -> bool:
+    """AMX tiles or AVX512-BF16 (``vdpbf16ps``): oneDNN's bfloat16 convolutions run natively."""
+    return torch_cpu_has("amx_tile", "avx512_bf16")
 
 
 class _ModelWithTask(nn.Module):
@@ -247,7 +249,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if self.progress:
             prec = {None: "float32", torch.float16: "float16 autocast",
-                    torch.bfloat16: "bfloat16 autocast (CPU with AMX)"}[self.amp_dtype]
+                    torch.bfloat16: "bfloat16 autocast (CPU with AMX or AVX512-BF16)"}[self.amp_dtype]
             depthwise = _has_depthwise(self.model)
             if self.amp_dtype == torch.bfloat16 and depthwise:
                 prec += ", depthwise convolutions in float32"
