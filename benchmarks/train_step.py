@@ -15,7 +15,11 @@ initial weights, so both start from identical weights and compute the same losse
 (printed as a check).  Steps are interleaved (ours, official, ours, ...); medians reported.
 
     PYTHONPATH=src python benchmarks/train_step.py [--official ../DAMO-YOLO] \\
-        [--batch 8 --steps 5 --threads 1]
+        [--batch 8 --steps 5 --threads 1] [--bf16] [--model damoyolo-ns --size 320]
+
+``--model`` / ``--size`` time another preset at another input size (default damoyolo-t at
+640); ``--bf16`` adds bfloat16 autocast in both memory formats where the trainer itself runs
+float32 (a CPU without AMX or AVX512-BF16), to see what it would give there.
 """
 
 from __future__ import annotations
@@ -56,8 +60,8 @@ class Ours:
     """Our step as ``Trainer.train_one_epoch`` runs it.  ``channels_last=None`` takes the
     trainer's memory format (:func:`damoyolo.engine.trainer.use_channels_last`: NCHW for
     damoyolo-t on a CPU), ``True`` / ``False`` forces one; ``amp`` the trainer's autocast
-    (bfloat16 on a CPU with AMX, :func:`damoyolo.engine.trainer.autocast_dtype`), ``False``
-    float32 (what a CPU without AMX runs)."""
+    (bfloat16 on a CPU with AMX or AVX512-BF16, :func:`damoyolo.engine.trainer.autocast_dtype`), ``False``
+    float32 (what a CPU without either runs)."""
 
     def __init__(self, images, targets, init_state: dict | None, classes: int,
                  channels_last: bool | None = None, amp: bool = True,
@@ -147,6 +151,7 @@ class Official:
 
 
 def main() -> None:
+    global MODEL
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--official", default=None, help="official DAMO-YOLO checkout to time side by side")
     ap.add_argument("--batch", type=int, default=8)
@@ -154,6 +159,8 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=80)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per implementation (median)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--model", default=MODEL)
+    ap.add_argument("--size", type=int, default=640)
     ap.add_argument("--bf16", action="store_true",
                     help="on a CPU where the trainer runs float32, also time bfloat16 autocast "
                          "(forced) in both memory formats")
@@ -161,8 +168,9 @@ def main() -> None:
                     help="also write a torch.profiler table of one step of each to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    MODEL = args.model
     torch.manual_seed(0)
-    images, targets = make_batch(args.batch, args.gts, args.classes)
+    images, targets = make_batch(args.batch, args.gts, args.classes, size=args.size)
     runners = {}
     init = None
     if args.official:
@@ -209,7 +217,7 @@ def main() -> None:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{args.threads} torch thread(s)" + (f", load average at end {load[0]:.2f}" if load else "")
-          + f"; {MODEL} at 640, batch {args.batch}, {args.gts} GTs/image, {args.classes} classes, "
+          + f"; {MODEL} at {args.size}, batch {args.batch}, {args.gts} GTs/image, {args.classes} classes, "
             f"median of {args.steps} interleaved steps after a warm-up step")
     print()
     dt = runners["ours"].dtype
