@@ -62,6 +62,21 @@ def match_detections(ref, num, boxes, scores, labels):
     return box_err, score_err
 
 
+def matched_fraction(ref_dets, num, boxes, labels) -> float:
+    """The fraction of the reference detections (all images) that have an end-to-end
+    detection of the same class within BOX_TOL."""
+    hit = total = 0
+    for i, r in enumerate(ref_dets):
+        k = int(num[i, 0])
+        total += len(r)
+        if k == 0 or len(r) == 0:
+            continue
+        d = (r.boxes[:, None, :] - boxes[i, :k].float()[None]).abs().amax(-1)
+        d[r.labels[:, None] != labels[i, :k].long()[None, :]] = float("inf")
+        hit += int((d.amin(1) < BOX_TOL).sum())
+    return hit / max(total, 1)
+
+
 PARITY: dict = {}
 
 
@@ -110,9 +125,18 @@ def test_parity_raw_and_end2end(name, tmp_path):
             continue
         num, boxes, scores, labels = runner(e2e, x)
         assert num.shape == (2, 1) and boxes.shape == (2, MAX_DET, 4)
+        # the in-graph NMS against our NMS on the same backend's raw outputs: the same
+        # detections (NMS decides on exact comparisons, so this is the check of the graph)
+        own = postprocess(s, b, conf, iou, MAX_DET)
         errs = [match_detections(r, num[i, 0], boxes[i], scores[i], labels[i])
-                for i, r in enumerate(ref_dets)]
+                for i, r in enumerate(own)]
         ebe, ese = max(e[0] for e in errs), max(e[1] for e in errs)
         assert ebe < BOX_TOL and ese < SCORE_TOL, f"{backend} end-to-end: {ebe} px, {ese}"
-        figures[backend].update(e2e_box=ebe, e2e_score=ese, e2e_dets=[int(v) for v in num[:, 0]])
+        # and against the float64 reference's detections: fp32 rounding (within the raw
+        # tolerances above) may flip an NMS decision whose IoU sits at the threshold, so a
+        # few may differ
+        agree = matched_fraction(ref_dets, num, boxes, labels)
+        assert agree >= 0.95, f"{backend} end-to-end: {agree:.3f} of the reference detections"
+        figures[backend].update(e2e_box=ebe, e2e_score=ese, e2e_ref_agree=agree,
+                                e2e_dets=[int(v) for v in num[:, 0]])
     PARITY[name] = figures
