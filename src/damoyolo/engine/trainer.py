@@ -103,7 +103,7 @@ def autocast_dtype(amp: bool, device: torch.device, model: nn.Module) -> torch.d
 
     CUDA: float16 (with loss scaling).  CPU: bfloat16 on a CPU with bfloat16 dot-product
     instructions (AMX tiles, or AVX512-BF16 as on AMD Zen 4), where it runs a training step
-    1.7-2.5x faster than float32; no autocast on other CPUs (slower there: the bfloat16
+    1.2-2.6x faster than float32; no autocast on other CPUs (slower there: the bfloat16
     convolutions are emulated).  Models with depthwise convolutions (the nano presets)
     get bfloat16 only where their depthwise convolutions can stay float32 with the fast
     weight gradient (:mod:`damoyolo.ops.depthwise`, numba installed): those convolutions run
