@@ -25,6 +25,7 @@ float32 (a CPU without AMX or AVX512-BF16), to see what it would give there.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -65,15 +66,15 @@ class Ours:
 
     def __init__(self, images, targets, init_state: dict | None, classes: int,
                  channels_last: bool | None = None, amp: bool = True,
-                 force_dtype: torch.dtype | None = None) -> None:
+                 force_dtype: torch.dtype | None = None, model: str = MODEL) -> None:
         from damoyolo.engine.trainer import autocast_dtype, use_channels_last
         if init_state is not None:
             with tempfile.TemporaryDirectory() as d:
                 p = Path(d) / "init.pth"
                 torch.save({"model": init_state}, p)
-                self.model = damoyolo.load_model(p, model=MODEL)
+                self.model = damoyolo.load_model(p, model=model)
         else:
-            self.model = damoyolo.build_model(MODEL, num_classes=classes)
+            self.model = damoyolo.build_model(model, num_classes=classes)
         self.model.train()
         self.channels_last = use_channels_last(channels_last, torch.device("cpu"), self.model)
         if self.channels_last:
@@ -104,12 +105,12 @@ class Ours:
 
 
 class Official:
-    def __init__(self, root: str, images, targets, classes: int) -> None:
+    def __init__(self, root: str, images, targets, classes: int, model: str = MODEL) -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from _official import add_official, build_official_model
 
         r = add_official(root)
-        self.model, cfg = build_official_model(r, damoyolo.get_preset(MODEL).official_config, classes)
+        self.model, cfg = build_official_model(r, damoyolo.get_preset(model).official_config, classes)
         from damo.apis.detector_trainer import Trainer
         from damo.structures.bounding_box import BoxList
 
@@ -151,7 +152,6 @@ class Official:
 
 
 def main() -> None:
-    global MODEL
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--official", default=None, help="official DAMO-YOLO checkout to time side by side")
     ap.add_argument("--batch", type=int, default=8)
@@ -168,28 +168,25 @@ def main() -> None:
                     help="also write a torch.profiler table of one step of each to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    MODEL = args.model
     torch.manual_seed(0)
     images, targets = make_batch(args.batch, args.gts, args.classes, size=args.size)
     runners = {}
     init = None
     if args.official:
-        off = Official(args.official, images, targets, args.classes)
+        off = Official(args.official, images, targets, args.classes, model=args.model)
         init = off.init_state
-    runners["ours"] = Ours(images, targets, init, args.classes)
+    ours = functools.partial(Ours, images, targets, init, args.classes, model=args.model)
+    runners["ours"] = ours()
     default_cl = runners["ours"].channels_last
     fmt = {True: "channels_last", False: "NCHW"}
     if runners["ours"].dtype is not None:  # the other memory format in bfloat16
-        runners[f"ours bf16 {fmt[not default_cl]}"] = Ours(images, targets, init, args.classes,
-                                                          channels_last=not default_cl)
+        runners[f"ours bf16 {fmt[not default_cl]}"] = ours(channels_last=not default_cl)
     elif args.bf16:  # the trainer runs float32 here: bfloat16 forced, both memory formats
         for cl in (False, True):
-            runners[f"ours bf16 {fmt[cl]} (forced)"] = Ours(
-                images, targets, init, args.classes, channels_last=cl, force_dtype=torch.bfloat16)
-    runners["ours fp32 NCHW"] = Ours(images, targets, init, args.classes, channels_last=False,
-                                     amp=False)
-    runners["ours fp32 channels_last"] = Ours(images, targets, init, args.classes,
-                                              channels_last=True, amp=False)
+            runners[f"ours bf16 {fmt[cl]} (forced)"] = ours(channels_last=cl,
+                                                            force_dtype=torch.bfloat16)
+    runners["ours fp32 NCHW"] = ours(channels_last=False, amp=False)
+    runners["ours fp32 channels_last"] = ours(channels_last=True, amp=False)
     if args.official:
         runners["official"] = off
     # first step (warm-up) from identical weights: losses should agree
@@ -217,7 +214,7 @@ def main() -> None:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{args.threads} torch thread(s)" + (f", load average at end {load[0]:.2f}" if load else "")
-          + f"; {MODEL} at {args.size}, batch {args.batch}, {args.gts} GTs/image, {args.classes} classes, "
+          + f"; {args.model} at {args.size}, batch {args.batch}, {args.gts} GTs/image, {args.classes} classes, "
             f"median of {args.steps} interleaved steps after a warm-up step")
     print()
     dt = runners["ours"].dtype

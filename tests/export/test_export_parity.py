@@ -41,6 +41,14 @@ def ov_run(path, x):
     return OpenVINOBackend(path, threads=1)(x)
 
 
+def class_box_distance(ref, boxes, labels):
+    """(len(ref), len(boxes)): max coordinate distance between the reference detections and
+    the given boxes, infinite between different classes."""
+    d = (ref.boxes[:, None, :] - boxes.float()[None, :, :]).abs().amax(-1)
+    d[ref.labels[:, None] != labels.long()[None, :]] = float("inf")
+    return d
+
+
 def match_detections(ref, num, boxes, scores, labels):
     """Compare torch Detections with end-to-end outputs of one image; returns max errors."""
     k = int(num)
@@ -49,11 +57,10 @@ def match_detections(ref, num, boxes, scores, labels):
     assert (labels[k:] == -1).all() and (scores[k:] == 0).all()
     if k == 0:
         return 0.0, 0.0
-    b, s, lab = boxes[:k].float(), scores[:k].float(), labels[:k].long()
+    s = scores[:k].float()
     # same set: pair every torch detection with the end-to-end one of the same class and
     # nearest box (order may differ only between near-equal scores)
-    d = (ref.boxes[:, None, :] - b[None, :, :]).abs().amax(-1)
-    d[ref.labels[:, None] != lab[None, :]] = float("inf")
+    d = class_box_distance(ref, boxes[:k], labels[:k])
     j = d.argmin(1)
     assert j.unique().numel() == k, "end-to-end detections do not pair one-to-one"
     box_err = float(d[torch.arange(k), j].max())
@@ -71,9 +78,7 @@ def matched_fraction(ref_dets, num, boxes, labels) -> float:
         total += len(r)
         if k == 0 or len(r) == 0:
             continue
-        d = (r.boxes[:, None, :] - boxes[i, :k].float()[None]).abs().amax(-1)
-        d[r.labels[:, None] != labels[i, :k].long()[None, :]] = float("inf")
-        hit += int((d.amin(1) < BOX_TOL).sum())
+        hit += int((class_box_distance(r, boxes[i, :k], labels[i, :k]).amin(1) < BOX_TOL).sum())
     return hit / max(total, 1)
 
 
