@@ -115,3 +115,35 @@ def test_unknown_preset_suggests():
         damoyolo.get_preset("damoyolo-tt")
     assert damoyolo.get_preset("T").model.name == "damoyolo-t"
     assert damoyolo.get_preset("damoyolo_tinynasL25_S").model.name == "damoyolo-s"
+
+
+def test_spp_pools_in_channels_last_on_cpu_match_nchw_pooling():
+    from damoyolo.models.layers import SPPBottleneck
+    torch.manual_seed(0)
+    spp = SPPBottleneck(16, 16, act="relu").train()
+    x = torch.randn(2, 16, 12, 12)
+    h = spp.conv1(x).detach()
+    pooled = spp._pooled(h)
+    for p, k in zip(pooled, (5, 9, 13)):  # same values, NCHW out
+        assert torch.equal(p, torch.nn.functional.max_pool2d(h, k, 1, k // 2))
+        assert p.is_contiguous()
+    # gradients as with NCHW pooling (up to the order of the additions)
+    a = x.clone().requires_grad_()
+    b = x.clone().requires_grad_()
+    ref = copy.deepcopy(spp)
+    ref._pooled = lambda t: [p(t) for p in ref.pools]
+    g = torch.randn(2, 16, 12, 12)
+    (spp(a) * g).sum().backward()
+    (ref(b) * g).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+    for pa, pb in zip(spp.parameters(), ref.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_spp_traced_graph_has_no_layout_copies():
+    from damoyolo.models.layers import SPPBottleneck
+    spp = SPPBottleneck(8, 8).eval()
+    traced = torch.jit.trace(spp, torch.randn(1, 8, 8, 8))
+    kinds = [n.kind() for n in traced.inlined_graph.nodes()]
+    assert kinds.count("aten::max_pool2d") == 3
+    assert "aten::contiguous" not in kinds

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DepthwiseConv2d", "depthwise_weight_grad", "fast_weight_grad_available"]
+__all__ = ["DepthwiseConv2d", "depthwise_weight_grad", "exporting", "fast_weight_grad_available"]
 
 _lock = threading.Lock()
 _kernel = None          # the compiled numba kernel, or False when numba is unavailable
@@ -164,7 +164,9 @@ class _DepthwiseConvFn(torch.autograd.Function):
         return gx, gw, gb, None, None
 
 
-def _exporting() -> bool:
+def exporting() -> bool:
+    """Whether the module runs under TorchScript, tracing, torch.compile or ONNX export, where
+    the CPU-only eager fast paths must keep out of the graph."""
     if torch.jit.is_scripting() or torch.jit.is_tracing():
         return True
     compiler = getattr(torch, "compiler", None)
@@ -190,7 +192,7 @@ class DepthwiseConv2d(nn.Conv2d):
         return (self._numba_sized and self.training and torch.is_grad_enabled()
                 and w.requires_grad and x.device.type == "cpu" and w.device.type == "cpu"
                 and x.dtype == torch.float32 and w.dtype == torch.float32 and x.dim() == 4
-                and not torch.is_autocast_enabled("cpu") and not _exporting()
+                and not torch.is_autocast_enabled("cpu") and not exporting()
                 and fast_weight_grad_available())
 
     def forward(self, x: Tensor) -> Tensor:
