@@ -31,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DepthwiseConv2d", "depthwise_weight_grad", "exporting", "fast_weight_grad_available"]
+from . import exporting
+
+__all__ = ["DepthwiseConv2d", "depthwise_weight_grad", "fast_weight_grad_available"]
 
 _lock = threading.Lock()
 _kernel = None          # the compiled numba kernel, or False when numba is unavailable
@@ -162,18 +164,6 @@ class _DepthwiseConvFn(torch.autograd.Function):
         if has_bias and ctx.needs_input_grad[2]:
             gb = grad_out.sum((0, 2, 3))
         return gx, gw, gb, None, None
-
-
-def exporting() -> bool:
-    """Whether the module runs under TorchScript, tracing, torch.compile or ONNX export, where
-    the CPU-only eager fast paths must keep out of the graph."""
-    if torch.jit.is_scripting() or torch.jit.is_tracing():
-        return True
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and getattr(compiler, "is_compiling", lambda: False)():
-        return True
-    onnx = getattr(torch, "onnx", None)
-    return bool(onnx is not None and getattr(onnx, "is_in_onnx_export", lambda: False)())
 
 
 class DepthwiseConv2d(nn.Conv2d):
