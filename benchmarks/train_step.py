@@ -60,14 +60,17 @@ def make_batch(batch: int, gts: int, classes: int, size: int = 640, seed: int = 
 class Ours:
     """Our step as ``Trainer.train_one_epoch`` runs it.  ``channels_last=None`` takes the
     trainer's memory format (:func:`damoyolo.engine.trainer.use_channels_last`: NCHW for
-    damoyolo-t on a CPU), ``True`` / ``False`` forces one; ``amp`` the trainer's autocast
+    damoyolo-t on a CPU, with the backbone's stem and first stage in channels_last, ``stem``:
+    :func:`~damoyolo.engine.trainer.use_channels_last_stem`), ``True`` / ``False`` forces one; ``amp`` the trainer's autocast
     (bfloat16 on a CPU with AMX or AVX512-BF16, :func:`damoyolo.engine.trainer.autocast_dtype`), ``False``
     float32 (what a CPU without either runs)."""
 
     def __init__(self, images, targets, init_state: dict | None, classes: int,
                  channels_last: bool | None = None, amp: bool = True,
-                 force_dtype: torch.dtype | None = None, model: str = MODEL) -> None:
-        from damoyolo.engine.trainer import autocast_dtype, use_channels_last
+                 force_dtype: torch.dtype | None = None, model: str = MODEL,
+                 stem: bool | None = None) -> None:
+        from damoyolo.engine.trainer import (STEM_STAGES, autocast_dtype, use_channels_last,
+                                             use_channels_last_stem)
         if init_state is not None:
             with tempfile.TemporaryDirectory() as d:
                 p = Path(d) / "init.pth"
@@ -80,6 +83,12 @@ class Ours:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
             images = images.contiguous(memory_format=torch.channels_last)
+        # as the trainer: an NCHW model runs its backbone's stem and first stage in
+        # channels_last (train.channels_last_stem auto)
+        self.channels_last_stem = (use_channels_last_stem(stem, torch.device("cpu"), self.model,
+                                                          self.channels_last))
+        if self.channels_last_stem:
+            self.model.backbone.channels_last_stages = STEM_STAGES
         self.dtype = force_dtype or autocast_dtype(amp, torch.device("cpu"), self.model)
         self.criterion = DAMOYOLOCriterion(self.model.head)
         self.opt = build_optimizer(self.model, "sgd", 0.01 / 64 * len(images), 0.9, 5e-4, True)
@@ -185,6 +194,8 @@ def main() -> None:
         for cl in (False, True):
             runners[f"ours bf16 {fmt[cl]} (forced)"] = ours(channels_last=cl,
                                                             force_dtype=torch.bfloat16)
+    if runners["ours"].channels_last_stem:  # the same step without the channels_last stem
+        runners["ours (stem NCHW)"] = ours(stem=False)
     runners["ours fp32 NCHW"] = ours(channels_last=False, amp=False)
     runners["ours fp32 channels_last"] = ours(channels_last=True, amp=False)
     if args.official:
@@ -218,7 +229,9 @@ def main() -> None:
             f"median of {args.steps} interleaved steps after a warm-up step")
     print()
     dt = runners["ours"].dtype
-    print(f"ours: {'channels_last' if runners['ours'].channels_last else 'NCHW'}, forward "
+    print(f"ours: {'channels_last' if runners['ours'].channels_last else 'NCHW'}"
+          f"{', stem and first stage in channels_last' if runners['ours'].channels_last_stem else ''}"
+          f", forward "
           f"autocast {dt if dt is not None else 'off (float32)'}")
     ms = {n: 1e3 * statistics.median(v) / args.batch for n, v in ts.items()}
     ref = "official" if args.official else "ours fp32 NCHW"

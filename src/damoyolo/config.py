@@ -255,12 +255,21 @@ class TrainConfig:
     channels_last they learned measurably less per iteration than the official loop
     (docs/training.md, learning parity), in NCHW as much.  See
     :func:`damoyolo.engine.trainer.use_channels_last`.
+    channels_last_stem: for a model training in NCHW, run the backbone's stem and first
+    stage in channels_last (their convolutions are much faster in it on a CPU: the T step
+    about 0.92x).  ``None`` (auto): on a CPU; see
+    :func:`damoyolo.engine.trainer.use_channels_last_stem`.
     keep_freed_memory: on a CPU with glibc, keep freed memory in the process for reuse instead
     of returning it to the system after every step (faster steps; the process holds its peak
     memory), see :mod:`damoyolo.engine.cpu_memory`.
     precise_bn: before each evaluation, the evaluated (EMA) model's BatchNorm statistics are
     recomputed over this many training images without augmentation (0: off), see
     :mod:`damoyolo.engine.bn`.
+    cache_images: decode the training images once into RAM at the pipeline's resolution
+    (the same samples, without the per-sample decode).  ``True``: always, memory-checked
+    (fails when it would not fit), node-shared under torchrun; ``False``: never; ``None``
+    (auto): a single process caches when the cache takes at most 2 GiB and a quarter of the
+    available memory (:func:`damoyolo.data.dataset.auto_cache_fits`).
     """
 
     recipe: str = "auto"
@@ -289,11 +298,13 @@ class TrainConfig:
     device: str = ""  # "" = cuda when available (the local rank's GPU), else cpu
     sync_bn: bool = False
     channels_last: bool | None = None  # None: auto (engine.trainer.use_channels_last)
+    channels_last_stem: bool | None = None  # None: auto (engine.trainer.use_channels_last_stem)
     keep_freed_memory: bool = True  # CPU, glibc: reuse freed blocks (damoyolo.engine.cpu_memory)
     precise_bn: int | None = None  # images; None: 256 under auto, 0 (off) under release
     output: str = "runs/train"
     tensorboard: bool = True
-    cache_images: bool = False  # decode every training image once into RAM (before workers fork)
+    cache_images: bool | None = None  # decode every training image once into RAM (before
+    # workers fork); None: auto, when small (damoyolo.data.dataset.auto_cache_fits)
 
 
 # ============================================================================= data augmentation

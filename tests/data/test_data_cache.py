@@ -255,3 +255,36 @@ def test_training_with_the_cache_is_the_same_run(tmp_path, capsys):
     assert "image cache: 8 images" in capsys.readouterr().out
     for name, v in finals[0]["model"].items():
         assert torch.equal(v, finals[1]["model"][name]), name
+
+
+def test_auto_cache_decides_from_the_planned_bytes_and_the_memory(index, monkeypatch):
+    """train.cache_images auto (None): a small dataset in one process is cached; over the
+    byte limit, over a quarter of the available memory, or under torchrun it is not."""
+    ds = DetectionDataset(index, INPUT, train=True, aug=AugmentConfig(keep_ratio=False))
+    need = int(dsmod._plan_cache(index.records, INPUT, False)[1][-1])
+    assert ds.cache_bytes() == need > 0
+    monkeypatch.setattr(dsmod, "available_memory", lambda: (4 * need, "MemAvailable"))
+    assert dsmod.auto_cache_fits(ds)[0] is True  # exactly a quarter
+    monkeypatch.setattr(dsmod, "available_memory", lambda: (4 * need - 1, "MemAvailable"))
+    ok, why = dsmod.auto_cache_fits(ds)
+    assert ok is False and "25%" in why and "MemAvailable" in why
+    monkeypatch.setattr(dsmod, "available_memory", lambda: (None, "unknown"))
+    assert dsmod.auto_cache_fits(ds)[0] is True
+    ok, why = dsmod.auto_cache_fits(ds, max_bytes=need - 1)
+    assert ok is False and "auto limit" in why
+    ok, why = dsmod.auto_cache_fits(ds, world_size=2)
+    assert ok is False and "torchrun" in why
+    assert ds.image_cache is None  # deciding decodes nothing
+
+
+def test_training_caches_a_small_dataset_by_default(tmp_path, capsys):
+    """The default (auto) caches a small training set, and says so."""
+    import damoyolo
+    from damoyolo.data.synthetic import synthesize
+    synthesize(tmp_path / "d", images=10, seed=0, size=96, workers=1)
+    damoyolo.train(model="damoyolo-ns", data=tmp_path / "d", epochs=1, batch=4, imgsz=64,
+                   device="cpu", workers=0, output=tmp_path / "r", progress=True,
+                   overrides=["train.eval_interval=0", "train.tensorboard=False",
+                              "train.precise_bn=0"])
+    out = capsys.readouterr().out
+    assert "image cache (train.cache_images auto): on" in out and "image cache: 8 images" in out

@@ -243,6 +243,24 @@ def test_memory_format_policy(tmp_path):
         assert tr.channels_last is want
         assert w.is_contiguous(memory_format=torch.channels_last if want else
                                torch.contiguous_format) and (want or w.is_contiguous())
+        # NCHW training runs the backbone's stem and first stage in channels_last (auto, CPU)
+        assert tr.channels_last_stem is (not want)
+        assert tr.model.backbone.channels_last_stages == (0 if want else 2)
+        assert tr.ema.model.backbone.channels_last_stages == (0 if want else 2)
+
+
+def test_channels_last_stem_policy():
+    from damoyolo.engine.trainer import use_channels_last_stem
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    t = tiny_model("damoyolo-t")
+    assert use_channels_last_stem(None, cpu, t, channels_last=False) is True
+    assert use_channels_last_stem(None, cuda, t, channels_last=False) is False
+    assert use_channels_last_stem(True, cuda, t, channels_last=False) is True
+    assert use_channels_last_stem(False, cpu, t, channels_last=False) is False
+    # nothing to do when the whole model is channels_last, or without a TinyNAS backbone
+    assert use_channels_last_stem(True, cpu, t, channels_last=True) is False
+    assert use_channels_last_stem(None, cpu, torch.nn.Conv2d(3, 3, 1), channels_last=False) \
+        is False
 
 
 def test_optimizer_state_takes_the_parameter_layout():

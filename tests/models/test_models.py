@@ -140,6 +140,46 @@ def test_spp_pools_in_channels_last_on_cpu_match_nchw_pooling():
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("preset", ["damoyolo-t", "damoyolo-m"])
+def test_channels_last_stem_matches_nchw(preset):
+    """Backbone stem and first stage in channels_last (CPU training speed): the same
+    features (NCHW out) and gradients as all-NCHW, up to the kernels' rounding."""
+    torch.manual_seed(0)
+    net = damoyolo.build_model(preset).train()
+    ref = copy.deepcopy(net)
+    net.backbone.channels_last_stages = 2
+    x = torch.randn(2, 3, 64, 64)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    # relative (norm) errors: train-mode BatchNorm (batch 2) amplifies the kernels' rounding
+    # in single elements; both formats are ~1e-5 off a float64 reference
+    def rel(u, v):
+        return float((u - v).detach().norm() / v.detach().norm())
+    fa, fb = net.backbone(a), ref.backbone(b)
+    for p, q in zip(fa, fb):
+        assert p.is_contiguous() and rel(p, q) < 5e-4
+    gs = [torch.randn_like(p) for p in fa]
+    sum((p * g).sum() for p, g in zip(fa, gs)).backward()
+    sum((q * g).sum() for q, g in zip(fb, gs)).backward()
+    assert rel(a.grad, b.grad) < 1e-3
+    for (name, pa), pb in zip(net.backbone.named_parameters(), ref.backbone.parameters()):
+        assert pa.grad.is_contiguous(), name  # the parameter's own (NCHW) layout
+        assert rel(pa.grad, pb.grad) < 1e-3, name
+    # the stem did run in channels_last: its first convolution saw a channels_last input
+    seen = []
+    net.backbone.stages[0].conv.conv.register_forward_pre_hook(
+        lambda m, i: seen.append(i[0].is_contiguous(memory_format=torch.channels_last)))
+    net.backbone(x)
+    assert seen == [True]
+
+
+def test_channels_last_stem_stays_out_of_a_traced_graph():
+    net = damoyolo.build_model("damoyolo-t").eval()
+    net.backbone.channels_last_stages = 2
+    traced = torch.jit.trace(net.backbone, torch.randn(1, 3, 64, 64))
+    kinds = [n.kind() for n in traced.inlined_graph.nodes()]
+    assert "aten::contiguous" not in kinds
+
+
 def test_spp_traced_graph_has_no_layout_copies():
     from damoyolo.models.layers import SPPBottleneck
     spp = SPPBottleneck(8, 8).eval()

@@ -94,6 +94,12 @@ class DetectionDataset(Dataset):
         # the resize every load goes through: keep-ratio or stretch (evaluation: stretch)
         return bool(self.aug.keep_ratio) if self.train else False
 
+    def cache_bytes(self) -> int:
+        """Bytes of one copy of the cache :meth:`cache_images` would build (planned exactly
+        from the index's image sizes; nothing is decoded)."""
+        _, offsets = _plan_cache(self.records, self.input_size, self._cache_keep_ratio())
+        return int(offsets[-1])
+
     def cache_images(self, progress: bool = False, share: bool = True,
                      cache_dir: str | Path | None = None, max_fraction: float = 0.8,
                      threads: int | None = None) -> int:
@@ -681,3 +687,31 @@ def build_loader(dataset: Dataset, batch_size: int, workers: int = 0, shuffle: b
     return SeededLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                         collate_fn=collate, drop_last=drop_last, worker_init_fn=_worker_init,
                         persistent_workers=False, pin_memory=False)
+
+
+AUTO_CACHE_MAX_BYTES = 2 << 30
+AUTO_CACHE_MAX_FRACTION = 0.25
+
+
+def auto_cache_fits(dataset: "DetectionDataset", world_size: int = 1,
+                    max_bytes: int = AUTO_CACHE_MAX_BYTES,
+                    max_fraction: float = AUTO_CACHE_MAX_FRACTION) -> tuple[bool, str]:
+    """Whether ``train.cache_images`` auto (``None``) caches ``dataset``, and why (one line).
+
+    Yes for a single process when the cache takes at most ``max_bytes`` (2 GiB) and at most
+    ``max_fraction`` (a quarter) of the available memory: small datasets, where decoding is
+    about half of the augmentation pipeline's time, at no risk to the machine.  Never under
+    torchrun (``world_size > 1``: each rank would decide on its own memory figure; set
+    ``train.cache_images=True`` there for the checked, node-shared cache).  The samples are
+    the same with and without the cache (:meth:`DetectionDataset.cache_images`).
+    """
+    if world_size > 1:
+        return False, "not under torchrun (set train.cache_images=True to cache)"
+    need = dataset.cache_bytes()
+    if need > max_bytes:
+        return False, f"{_gib(need)} is more than the {_gib(max_bytes)} auto limit"
+    avail, source = available_memory()
+    if avail is not None and need > max_fraction * avail:
+        return False, (f"{_gib(need)} is more than {max_fraction:.0%} of the {_gib(avail)} "
+                       f"available ({source})")
+    return True, f"{_gib(need)}, within the auto limit"

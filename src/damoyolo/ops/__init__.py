@@ -12,7 +12,7 @@ __all__ = ["exporting"]
 def exporting() -> bool:
     """Whether the module runs under TorchScript, tracing, torch.compile or ONNX export, where
     the CPU-only eager fast paths (the depthwise weight gradient, the SPP's channels_last
-    pooling) must keep out of the graph."""
+    pooling, the backbone's channels_last stem) must keep out of the graph."""
     if torch.jit.is_scripting() or torch.jit.is_tracing():
         return True
     compiler = getattr(torch, "compiler", None)

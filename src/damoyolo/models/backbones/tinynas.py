@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ...config import ConfigError
+from ...ops import exporting
 from .structure import KXKX, STEM, BlockSpec, StructureError
 from ..layers import ConvBNAct, Focus, MobileBlock, RepConv, SPPBottleneck, get_activation
 
@@ -77,10 +78,23 @@ class _TinyNAS(nn.Module):
         """The release's initialisation: torch's default for the ResNet-like and CSP-like
         families (nothing to redo after construction)."""
 
+    # CPU speed: run the first this many stages (the stem and the first stage: large maps,
+    # few channels) in channels_last and hand NCHW on; 0: off.  Set by the trainer for the
+    # presets that train in NCHW on a CPU (engine.trainer.use_channels_last_stem).  Not a
+    # parameter: a model loaded or built afresh runs all in its own format.
+    channels_last_stages: int = 0
+
     def forward(self, x: Tensor) -> list[Tensor]:
+        n = self.channels_last_stages
+        mixed = (n > 0 and x.device.type == "cpu" and not exporting()
+                 and not x.is_contiguous(memory_format=torch.channels_last))
         feats = []
         for i, stage in enumerate(self.stages):
+            if mixed and i == 0:
+                x = x.contiguous(memory_format=torch.channels_last)
             x = stage(x)
+            if mixed and i == n - 1:
+                x = x.contiguous()
             if i in self.out_indices:
                 feats.append(x)
         return feats
