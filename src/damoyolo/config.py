@@ -257,7 +257,7 @@ class TrainConfig:
     :func:`damoyolo.engine.trainer.use_channels_last`.
     channels_last_stem: for a model training in NCHW, run the backbone's stem and first
     stage in channels_last (their convolutions are much faster in it on a CPU: the T step
-    about 0.92x).  ``None`` (auto): on a CPU; see
+    about 0.92x).  ``None`` (auto): on a CPU, for models without depthwise convolutions; see
     :func:`damoyolo.engine.trainer.use_channels_last_stem`.
     keep_freed_memory: on a CPU with glibc, keep freed memory in the process for reuse instead
     of returning it to the system after every step (faster steps; the process holds its peak

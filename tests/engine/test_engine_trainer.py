@@ -257,6 +257,10 @@ def test_channels_last_stem_policy():
     assert use_channels_last_stem(None, cuda, t, channels_last=False) is False
     assert use_channels_last_stem(True, cuda, t, channels_last=False) is True
     assert use_channels_last_stem(False, cpu, t, channels_last=False) is False
+    # a nano preset forced to NCHW stays all NCHW under auto (the stem was measured on T)
+    ns = tiny_model("damoyolo-ns")
+    assert use_channels_last_stem(None, cpu, ns, channels_last=False) is False
+    assert use_channels_last_stem(True, cpu, ns, channels_last=False) is True
     # nothing to do when the whole model is channels_last, or without a TinyNAS backbone
     assert use_channels_last_stem(True, cpu, t, channels_last=True) is False
     assert use_channels_last_stem(None, cpu, torch.nn.Conv2d(3, 3, 1), channels_last=False) \

@@ -143,7 +143,9 @@ STEM_STAGES = 2  # the backbone's stem and first stage
 def use_channels_last_stem(setting: bool | None, device: torch.device, model: nn.Module,
                            channels_last: bool) -> bool:
     """Whether a model that trains in NCHW runs its backbone's stem and first stage in
-    channels_last (``train.channels_last_stem``; auto: on a CPU).
+    channels_last (``train.channels_last_stem``; auto: on a CPU, for the models without
+    depthwise convolutions, T, S, M and L, whose auto format there is NCHW; a nano preset
+    forced to NCHW stays all NCHW unless asked).
 
     Those stages hold the largest maps with the fewest channels, where torch's NCHW CPU
     convolutions are slowest (the stride-2 ones' backward copies their input to another
@@ -156,7 +158,7 @@ def use_channels_last_stem(setting: bool | None, device: torch.device, model: nn
         return False
     if setting is not None:
         return bool(setting)
-    return device.type == "cpu"
+    return device.type == "cpu" and not _has_depthwise(model)
 
 
 def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
