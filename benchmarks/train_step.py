@@ -85,8 +85,8 @@ class Ours:
             images = images.contiguous(memory_format=torch.channels_last)
         # as the trainer: an NCHW model runs its backbone's stem and first stage in
         # channels_last (train.channels_last_stem auto)
-        self.channels_last_stem = (use_channels_last_stem(stem, torch.device("cpu"), self.model,
-                                                          self.channels_last))
+        self.channels_last_stem = use_channels_last_stem(stem, torch.device("cpu"), self.model,
+                                                         self.channels_last)
         if self.channels_last_stem:
             self.model.backbone.channels_last_stages = STEM_STAGES
         self.dtype = force_dtype or autocast_dtype(amp, torch.device("cpu"), self.model)
