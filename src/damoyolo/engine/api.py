@@ -131,15 +131,16 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
         tcfg = dataclasses.replace(tcfg, grad_clip=exp.distill.grad_clip)
     train_set = DetectionDataset(train_idx, input_size=size, train=True, aug=aug, seed=tcfg.seed)
     val_set = DetectionDataset(val_idx, input_size=size, train=False, aug=None, seed=tcfg.seed)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     cache = tcfg.cache_images
     if cache is None:  # auto: small datasets, one process
         from ..data.dataset import auto_cache_fits
-        cache, why = auto_cache_fits(train_set, int(os.environ.get("WORLD_SIZE", "1")))
+        cache, why = auto_cache_fits(train_set, world)
         if progress and int(os.environ.get("RANK", "0")) == 0:
             print(f"image cache (train.cache_images auto): {'on' if cache else 'off'}, {why}",
                   flush=True)
     if cache:  # memory-checked first; one copy per node under torchrun
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the ranks share it via the group
+        if world > 1:  # the ranks share it via the group
             from .distributed import init_distributed
             init_distributed(tcfg.device)  # the Trainer's own call then finds it joined
         train_set.cache_images(progress=progress)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConfigError
-from ..ops import exporting
+from ..ops import nchw_on_cpu_eager
 from ..ops.depthwise import DepthwiseConv2d
 
 __all__ = [
@@ -191,8 +191,7 @@ class SPPBottleneck(nn.Module):
         204 against 42 ms on a 256-channel 20x20 map).  The values are the same, the gradients
         the same up to the order of the additions.  Not while exporting or tracing: the graph
         stays the official one."""
-        if (x.device.type == "cpu" and x.dim() == 4 and not exporting()
-                and not x.is_contiguous(memory_format=torch.channels_last)):
+        if nchw_on_cpu_eager(x):
             xc = x.contiguous(memory_format=torch.channels_last)
             return [p(xc).contiguous() for p in self.pools]
         return [p(x) for p in self.pools]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["exporting"]
+__all__ = ["exporting", "nchw_on_cpu_eager"]
 
 
 def exporting() -> bool:
@@ -20,3 +20,10 @@ def exporting() -> bool:
         return True
     onnx = getattr(torch, "onnx", None)
     return bool(onnx is not None and getattr(onnx, "is_in_onnx_export", lambda: False)())
+
+
+def nchw_on_cpu_eager(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a 4-d CPU map not in channels_last, outside graph capture: where the
+    eager channels_last fast paths (the SPP's pooling, the backbone's stem) convert it."""
+    return (x.device.type == "cpu" and x.dim() == 4 and not exporting()
+            and not x.is_contiguous(memory_format=torch.channels_last))

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ...config import ConfigError
-from ...ops import exporting
+from ...ops import nchw_on_cpu_eager
 from .structure import KXKX, STEM, BlockSpec, StructureError
 from ..layers import ConvBNAct, Focus, MobileBlock, RepConv, SPPBottleneck, get_activation
 
@@ -86,8 +86,7 @@ class _TinyNAS(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         n = self.channels_last_stages
-        mixed = (n > 0 and x.device.type == "cpu" and not exporting()
-                 and not x.is_contiguous(memory_format=torch.channels_last))
+        mixed = n > 0 and nchw_on_cpu_eager(x)
         feats = []
         for i, stage in enumerate(self.stages):
             if mixed and i == 0:
