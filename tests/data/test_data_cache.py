@@ -277,6 +277,26 @@ def test_auto_cache_decides_from_the_planned_bytes_and_the_memory(index, monkeyp
     assert ds.image_cache is None  # deciding decodes nothing
 
 
+def test_auto_cache_counts_the_copies_of_spawned_workers(index, monkeypatch):
+    """With the spawn (or forkserver) start method every loader worker receives its own copy
+    of a private cache: the auto limit counts them; forked workers share the parent's."""
+    import multiprocessing
+    ds = DetectionDataset(index, INPUT, train=True, aug=AugmentConfig(keep_ratio=False))
+    need = ds.cache_bytes()
+    monkeypatch.setattr(dsmod, "available_memory", lambda: (4 * 3 * need, "MemAvailable"))
+    for method, workers, copies in (("fork", 2, 1), ("spawn", 0, 1), ("spawn", 2, 3),
+                                    ("forkserver", 1, 2)):
+        monkeypatch.setattr(multiprocessing, "get_start_method",
+                            lambda allow_none=False, m=method: m)
+        assert dsmod.loader_cache_copies(workers) == copies, (method, workers)
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "spawn")
+    assert dsmod.auto_cache_fits(ds, workers=2)[0] is True  # 3 copies: exactly a quarter
+    ok, why = dsmod.auto_cache_fits(ds, workers=3)
+    assert ok is False and "x 4 copies" in why and "25%" in why
+    ok, why = dsmod.auto_cache_fits(ds, workers=3, max_fraction=1.0, max_bytes=3 * need)
+    assert ok is False and "auto limit" in why
+
+
 def test_training_caches_a_small_dataset_by_default(tmp_path, capsys):
     """The default (auto) caches a small training set, and says so."""
     import damoyolo

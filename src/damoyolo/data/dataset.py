@@ -693,13 +693,25 @@ AUTO_CACHE_MAX_BYTES = 2 << 30
 AUTO_CACHE_MAX_FRACTION = 0.25
 
 
+def loader_cache_copies(workers: int) -> int:
+    """How many copies of a private image cache a training loader with ``workers`` worker
+    processes holds: 1 with the fork start method (Linux's default up to Python 3.13: the
+    workers read the parent's buffer copy-on-write), ``1 + workers`` with spawn or
+    forkserver (each worker receives its own copy)."""
+    import multiprocessing as mp
+    method = mp.get_start_method(allow_none=True) or mp.get_all_start_methods()[0]
+    return 1 if workers <= 0 or method == "fork" else 1 + int(workers)
+
+
 def auto_cache_fits(dataset: "DetectionDataset", world_size: int = 1,
                     max_bytes: int = AUTO_CACHE_MAX_BYTES,
-                    max_fraction: float = AUTO_CACHE_MAX_FRACTION) -> tuple[bool, str]:
+                    max_fraction: float = AUTO_CACHE_MAX_FRACTION,
+                    workers: int = 0) -> tuple[bool, str]:
     """Whether ``train.cache_images`` auto (``None``) caches ``dataset``, and why (one line).
 
     Yes for a single process when the cache takes at most ``max_bytes`` (2 GiB) and at most
-    ``max_fraction`` (a quarter) of the available memory: small datasets, where decoding is
+    ``max_fraction`` (a quarter) of the available memory, counting every copy the loader's
+    ``workers`` will hold (:func:`loader_cache_copies`): small datasets, where decoding is
     about half of the augmentation pipeline's time, at no risk to the machine.  Never under
     torchrun (``world_size > 1``: each rank would decide on its own memory figure; set
     ``train.cache_images=True`` there for the checked, node-shared cache).  The samples are
@@ -707,11 +719,15 @@ def auto_cache_fits(dataset: "DetectionDataset", world_size: int = 1,
     """
     if world_size > 1:
         return False, "not under torchrun (set train.cache_images=True to cache)"
-    need = dataset.cache_bytes()
+    one = dataset.cache_bytes()
+    copies = loader_cache_copies(workers)
+    need = one * copies
+    what = _gib(need) if copies == 1 else (f"{_gib(one)} x {copies} copies (the process and "
+                                           f"{copies - 1} spawned loader workers)")
     if need > max_bytes:
-        return False, f"{_gib(need)} is more than the {_gib(max_bytes)} auto limit"
+        return False, f"{what} is more than the {_gib(max_bytes)} auto limit"
     avail, source = available_memory()
     if avail is not None and need > max_fraction * avail:
-        return False, (f"{_gib(need)} is more than {max_fraction:.0%} of the {_gib(avail)} "
+        return False, (f"{what} is more than {max_fraction:.0%} of the {_gib(avail)} "
                        f"available ({source})")
-    return True, f"{_gib(need)}, within the auto limit"
+    return True, f"{what}, within the auto limit"

@@ -135,7 +135,13 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     cache = tcfg.cache_images
     if cache is None:  # auto: small datasets, one process
         from ..data.dataset import auto_cache_fits
-        cache, why = auto_cache_fits(train_set, world)
+        import torch
+
+        from .distributed import wants_cuda
+        from .trainer import default_workers
+        planned = default_workers(tcfg.workers,
+                                  torch.device("cuda" if wants_cuda(tcfg.device) else "cpu"))
+        cache, why = auto_cache_fits(train_set, world, workers=planned)
         if progress and int(os.environ.get("RANK", "0")) == 0:
             print(f"image cache (train.cache_images auto): {'on' if cache else 'off'}, {why}",
                   flush=True)

@@ -29,6 +29,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def wants_cuda(device: str = "") -> bool:
+    """Whether the ``train.device`` setting asks for CUDA ("" = when available)."""
+    return device.startswith("cuda") or (device == "" and torch.cuda.is_available())
+
+
 def init_distributed(device: str = "") -> tuple[torch.device, int]:
     """Join the process group when ``WORLD_SIZE`` > 1 (set by torchrun); pick the device.
 
@@ -36,7 +41,7 @@ def init_distributed(device: str = "") -> tuple[torch.device, int]:
     """
     ws = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    want_cuda = device.startswith("cuda") or (device == "" and torch.cuda.is_available())
+    want_cuda = wants_cuda(device)
     if want_cuda and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} requested but CUDA is not available")
     if want_cuda:
