@@ -61,9 +61,10 @@ class Ours:
     """Our step as ``Trainer.train_one_epoch`` runs it.  ``channels_last=None`` takes the
     trainer's memory format (:func:`damoyolo.engine.trainer.use_channels_last`: NCHW for
     damoyolo-t on a CPU, with the backbone's stem and first stage in channels_last, ``stem``:
-    :func:`~damoyolo.engine.trainer.use_channels_last_stem`), ``True`` / ``False`` forces one; ``amp`` the trainer's autocast
-    (bfloat16 on a CPU with AMX or AVX512-BF16, :func:`damoyolo.engine.trainer.autocast_dtype`), ``False``
-    float32 (what a CPU without either runs)."""
+    :func:`~damoyolo.engine.trainer.use_channels_last_stem`), ``True`` / ``False`` forces
+    one; ``amp`` the trainer's autocast (bfloat16 on a CPU with AMX or AVX512-BF16,
+    :func:`damoyolo.engine.trainer.autocast_dtype`), ``False`` float32 (what a CPU without
+    either runs)."""
 
     def __init__(self, images, targets, init_state: dict | None, classes: int,
                  channels_last: bool | None = None, amp: bool = True,
@@ -229,10 +230,9 @@ def main() -> None:
             f"median of {args.steps} interleaved steps after a warm-up step")
     print()
     dt = runners["ours"].dtype
-    print(f"ours: {'channels_last' if runners['ours'].channels_last else 'NCHW'}"
-          f"{', stem and first stage in channels_last' if runners['ours'].channels_last_stem else ''}"
-          f", forward "
-          f"autocast {dt if dt is not None else 'off (float32)'}")
+    stem = ", stem and first stage in channels_last" if runners["ours"].channels_last_stem else ""
+    print(f"ours: {'channels_last' if runners['ours'].channels_last else 'NCHW'}{stem}, "
+          f"forward autocast {dt if dt is not None else 'off (float32)'}")
     ms = {n: 1e3 * statistics.median(v) / args.batch for n, v in ts.items()}
     ref = "official" if args.official else "ours fp32 NCHW"
     print(f"| implementation | ms / image (train step) | ms / step | vs {ref} |")

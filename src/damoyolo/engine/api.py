@@ -134,9 +134,9 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cache = tcfg.cache_images
     if cache is None:  # auto: small datasets, one process
-        from ..data.dataset import auto_cache_fits
         import torch
 
+        from ..data.dataset import auto_cache_fits
         from .distributed import wants_cuda
         from .trainer import default_workers
         planned = default_workers(tcfg.workers,
