@@ -117,12 +117,22 @@ def test_refuses_before_decoding_when_memory_is_short(index, monkeypatch):
     # 4 ranks on the node, each with its own copy (no process group): 4x the bytes counted
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     monkeypatch.setattr(dsmod, "available_memory", lambda: (2 * need, "psutil"))
-    with pytest.raises(DatasetError, match=r"x 4 ranks"):
+    with pytest.raises(DatasetError, match=r"x 4 copies on this node \(4 ranks\)"):
         ds.cache_images()
     assert calls == []
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+
+    # spawned loader workers each receive a copy: counted; forked ones share the parent's
+    import multiprocessing
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "spawn")
+    with pytest.raises(DatasetError) as e:  # 3 copies > 80% of 2x
+        ds.cache_images(workers=2)
+    msg = str(e.value)
+    assert "x 3 copies on this node (1 rank + 2 spawned loader workers)" in msg, msg
+    assert "--workers" in msg and calls == [] and ds.image_cache is None
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "fork")
     monkeypatch.setattr(dsmod, "read_image", _real_read_image)
-    ds.cache_images()  # one copy fits in 2x its size
+    ds.cache_images(workers=2)  # one copy (forked workers) fits in 2x its size
     assert ds.image_cache.nbytes == need
 
 

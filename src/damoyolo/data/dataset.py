@@ -102,7 +102,7 @@ class DetectionDataset(Dataset):
 
     def cache_images(self, progress: bool = False, share: bool = True,
                      cache_dir: str | Path | None = None, max_fraction: float = 0.8,
-                     threads: int | None = None) -> int:
+                     threads: int | None = None, workers: int = 0) -> int:
         """Decode every image once and keep it in RAM at the pipeline's resolution; returns
         the bytes of the cache (one copy).  Decoding is about half of the augmentation
         pipeline's time: it is then paid once per run instead of per sample and epoch.
@@ -129,7 +129,8 @@ class DetectionDataset(Dataset):
         MemAvailable, lowered to the cgroup (container) limit (no check when none can be
         read).  Raises :class:`DatasetError` when the cache would take more than
         ``max_fraction`` of it, counting one copy per node when shared and one per rank on
-        the node otherwise.
+        the node otherwise, plus one per loader worker of each rank where the workers receive
+        their own copy (``workers``, see :func:`loader_cache_copies`).
 
         Sharing: with a ``torch.distributed`` process group (``damoyolo.train`` creates it
         before caching under torchrun), the first rank of each node decodes into a file in
@@ -143,8 +144,10 @@ class DetectionDataset(Dataset):
 
         Call before creating the loader: forked workers read the cache without copying it
         (a private buffer copy-on-write and never written, or the shared mapping); with the
-        spawn start method each worker receives a copy.  threads: decoding threads (default:
-        the usable cores, at most 16).
+        spawn start method each worker receives a copy (of the shared file too: it is
+        unlinked once mapped, so workers started later cannot map it).  threads: decoding
+        threads (default: the usable cores, at most 16).  workers: the loader workers per
+        rank that will read the cache (counted in the memory check).
         """
         keep = self._cache_keep_ratio()
         plan, offsets = _plan_cache(self.records, self.input_size, keep)
@@ -154,18 +157,29 @@ class DetectionDataset(Dataset):
         shared = bool(share) and g["dist"] and g["local_world"] > 1 and _has_room(root, total)
         if g["dist"]:
             shared = all(_gather(shared))  # the same choice on every rank
-        copies = 1 if shared else g["local_world"]
+        spawned = loader_cache_copies(workers) - 1  # per rank: copies its workers receive
+        ranks = g["local_world"]
+        copies = (1 if shared else ranks) + ranks * spawned
         avail, source = available_memory()
         err = None
         if avail is not None and total * copies > max_fraction * avail:
             per, hint = _gib(total), ""
             if copies > 1:
-                per = f"{per} per copy x {copies} ranks on this node = {_gib(total * copies)}"
-                hint = (f" (or give {root} room for one copy shared by the node's ranks)"
-                        if g["dist"] and share else
-                        " (or share=True: one copy per node)" if g["dist"] else
-                        " (or initialise torch.distributed first: the node's ranks then "
-                        "share one copy)")
+                parts = [f"one shared by the node's {ranks} ranks" if shared else
+                         f"{ranks} rank{'s' * (ranks > 1)}"]
+                if spawned:
+                    parts.append(f"{ranks * spawned} spawned loader worker"
+                                 f"{'s' * (ranks * spawned > 1)}")
+                per = (f"{per} per copy x {copies} copies on this node "
+                       f"({' + '.join(parts)}) = {_gib(total * copies)}")
+                if shared or ranks == 1:  # only the workers' copies can go
+                    hint = " (or fewer loader workers: --workers)"
+                else:
+                    hint = (f" (or give {root} room for one copy shared by the node's ranks)"
+                            if g["dist"] and share else
+                            " (or share=True: one copy per node)" if g["dist"] else
+                            " (or initialise torch.distributed first: the node's ranks then "
+                            "share one copy)")
             err = (f"train.cache_images: caching {len(self.records)} images at "
                    f"{self.input_size[0]}x{self.input_size[1]} needs about {per}, more than "
                    f"{max_fraction:.0%} of the {_gib(avail)} of available memory ({source}); "

@@ -133,14 +133,16 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     val_set = DetectionDataset(val_idx, input_size=size, train=False, aug=None, seed=tcfg.seed)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cache = tcfg.cache_images
-    if cache is None:  # auto: small datasets, one process
+    planned = 0  # the loader workers per rank the trainer will start
+    if cache is None or cache:
         import torch
 
-        from ..data.dataset import auto_cache_fits
         from .distributed import wants_cuda
         from .trainer import default_workers
         planned = default_workers(tcfg.workers,
                                   torch.device("cuda" if wants_cuda(tcfg.device) else "cpu"))
+    if cache is None:  # auto: small datasets, one process
+        from ..data.dataset import auto_cache_fits
         cache, why = auto_cache_fits(train_set, world, workers=planned)
         if progress and int(os.environ.get("RANK", "0")) == 0:
             print(f"image cache (train.cache_images auto): {'on' if cache else 'off'}, {why}",
@@ -149,7 +151,7 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
         if world > 1:  # the ranks share it via the group
             from .distributed import init_distributed
             init_distributed(tcfg.device)  # the Trainer's own call then finds it joined
-        train_set.cache_images(progress=progress)
+        train_set.cache_images(progress=progress, workers=planned)
         if progress and int(os.environ.get("LOCAL_RANK", "0")) == 0:
             print(train_set.image_cache.summary(), flush=True)
     trainer = Trainer(net, train_set, tcfg, val_set=val_set, val_gt=val_idx.to_coco_dict(),
