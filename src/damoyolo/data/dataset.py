@@ -165,13 +165,7 @@ class DetectionDataset(Dataset):
         if avail is not None and total * copies > max_fraction * avail:
             per, hint = _gib(total), ""
             if copies > 1:
-                parts = [f"one shared by the node's {ranks} ranks" if shared else
-                         f"{ranks} rank{'s' * (ranks > 1)}"]
-                if spawned:
-                    parts.append(f"{ranks * spawned} spawned loader worker"
-                                 f"{'s' * (ranks * spawned > 1)}")
-                per = (f"{per} per copy x {copies} copies on this node "
-                       f"({' + '.join(parts)}) = {_gib(total * copies)}")
+                per = _copies_text(total, ranks, spawned, shared)
                 if shared or ranks == 1:  # only the workers' copies can go
                     hint = " (or fewer loader workers: --workers)"
                 else:
@@ -477,6 +471,22 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
 
 
+def _copies_text(one: int, ranks: int, spawned: int, shared: bool = False) -> str:
+    """The memory of an image cache of ``one`` bytes held by ``ranks`` processes of a node
+    (one copy between them when ``shared``) whose loaders' spawned workers receive
+    ``spawned`` copies per rank, e.g. ``1.00 GiB per copy x 3 copies on this node (1 rank +
+    2 spawned loader workers) = 3.00 GiB``."""
+    copies = (1 if shared else ranks) + ranks * spawned
+    if copies == 1:
+        return _gib(one)
+    parts = [f"one shared by the node's {ranks} ranks" if shared else
+             f"{ranks} rank{'s' * (ranks > 1)}"]
+    if spawned:
+        parts.append(f"{ranks * spawned} spawned loader worker{'s' * (ranks * spawned > 1)}")
+    return (f"{_gib(one)} per copy x {copies} copies on this node ({' + '.join(parts)}) = "
+            f"{_gib(one * copies)}")
+
+
 def _meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".meta.npy")
 
@@ -734,10 +744,9 @@ def auto_cache_fits(dataset: "DetectionDataset", world_size: int = 1,
     if world_size > 1:
         return False, "not under torchrun (set train.cache_images=True to cache)"
     one = dataset.cache_bytes()
-    copies = loader_cache_copies(workers)
-    need = one * copies
-    what = _gib(need) if copies == 1 else (f"{_gib(one)} x {copies} copies (the process and "
-                                           f"{copies - 1} spawned loader workers)")
+    spawned = loader_cache_copies(workers) - 1
+    need = one * (1 + spawned)
+    what = _copies_text(one, 1, spawned)
     if need > max_bytes:
         return False, f"{what} is more than the {_gib(max_bytes)} auto limit"
     avail, source = available_memory()

@@ -133,14 +133,12 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     val_set = DetectionDataset(val_idx, input_size=size, train=False, aug=None, seed=tcfg.seed)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cache = tcfg.cache_images
-    planned = 0  # the loader workers per rank the trainer will start
-    if cache is None or cache:
-        import torch
+    import torch
 
-        from .distributed import wants_cuda
-        from .trainer import default_workers
-        planned = default_workers(tcfg.workers,
-                                  torch.device("cuda" if wants_cuda(tcfg.device) else "cpu"))
+    from .distributed import wants_cuda
+    from .trainer import default_workers
+    planned = default_workers(tcfg.workers,  # the loader workers per rank the trainer starts
+                              torch.device("cuda" if wants_cuda(tcfg.device) else "cpu"))
     if cache is None:  # auto: small datasets, one process
         from ..data.dataset import auto_cache_fits
         cache, why = auto_cache_fits(train_set, world, workers=planned)
