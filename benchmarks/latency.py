@@ -37,7 +37,11 @@ DAMO-YOLO model: it shows what the SiLU costs); ``ONEDNN_MAX_CPU_ISA`` in the en
 process (onnxruntime does not use oneDNN); its value is printed and written to the JSON.
 
     python benchmarks/latency.py --int8 [--models damoyolo-t ...] [--official-dir DIR] \
-        [--threads 2] [--runs 30] [--json int8.json]
+        [--threads 2] [--runs 30] [--rounds 1] [--json int8.json]
+
+``--rounds R`` repeats the interleaved timing R times (the host's speed can change from minute
+to minute, and the runtimes do not slow down alike): the table gives the median over rounds
+and, next to the OV INT8 / ORT fp32 ratio, its range over the rounds.
 """
 
 from __future__ import annotations
@@ -179,9 +183,14 @@ def int8_rows(args, td: Path) -> list[dict]:
              "ours raw_heads", "weights": "checkpoint" if ck is not None else "random",
              "load_before": round(os.getloadavg()[0], 2)}
         fns = {k: runners[rt](p, hw, args.threads) for k, (rt, p) in files.items()}
-        for k, ms in interleaved(fns, args.runs, args.warmup, args.gap_ms).items():
-            r[f"{k}_ms"] = round(ms, 2)
+        rounds = [interleaved(fns, args.runs, args.warmup, args.gap_ms)
+                  for _ in range(args.rounds)]
+        for k in fns:
+            r[f"{k}_ms"] = round(statistics.median(rd[k] for rd in rounds), 2)
         r["load_after"] = round(os.getloadavg()[0], 2)
+        per_round = [rd["ov_int8"] / rd["ort_fp32"] for rd in rounds]
+        r["ov_int8_ratio_rounds"] = [round(x, 3) for x in per_round]
+        spread = f" ({min(per_round):.2f}-{max(per_round):.2f})" if len(rounds) > 1 else ""
         f32 = r["ort_fp32_ms"]
         goal = INT8_GOAL.get(name, 0.4)
         r.update(ov_int8_ratio=round(r["ov_int8_ms"] / f32, 3), goal=goal,
@@ -190,7 +199,7 @@ def int8_rows(args, td: Path) -> list[dict]:
                  ort_int8_u8_ratio=round(r["ort_int8_u8_ms"] / f32, 3))
         rows.append(r)
         print(f"| {name} | {hw[0]} | {f32:.1f} | {r['ov_fp32_ms']:.1f} | {r['ov_int8_ms']:.1f} | "
-              f"{r['ov_int8_ratio']:.2f} | <= {goal} | {r['ov_int8_rh_ms']:.1f} | "
+              f"{r['ov_int8_ratio']:.2f}{spread} | <= {goal} | {r['ov_int8_rh_ms']:.1f} | "
               f"{r['ov_int8_rh_ratio']:.2f} | {r['ort_int8_s8_ms']:.1f} | "
               f"{r['ort_int8_s8_ratio']:.2f} | {r['ort_int8_u8_ms']:.1f} | "
               f"{r['ort_int8_u8_ratio']:.2f} | {r['load_before']:.1f}-{r['load_after']:.1f} |",
@@ -211,6 +220,9 @@ def main() -> None:
     ap.add_argument("--ghz", type=float, default=2.45)
     ap.add_argument("--graphs", action="store_true",
                     help="print node counts by op type of our and the official graph")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="--int8: repeat the interleaved timing this many times; the table gives "
+                         "the median over rounds and the OV INT8 / ORT fp32 ratio's range")
     ap.add_argument("--gap-ms", type=float, default=0.0,
                     help="--int8: idle milliseconds before each timed call (spinning threads "
                          "of the previous runtime's call settle)")
@@ -226,6 +238,8 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     if args.act and (args.checkpoint or not args.int8):
         ap.error("--act is an --int8 diagnostic for random-weight presets (not with --checkpoint)")
     if args.int8:
@@ -233,7 +247,8 @@ def main() -> None:
             rows = int8_rows(args, Path(td))
         if args.json:
             Path(args.json).write_text(json.dumps({"threads": args.threads, "runs": args.runs,
-                                                   "warmup": args.warmup, "int8": True,
+                                                   "warmup": args.warmup, "rounds": args.rounds,
+                                                   "int8": True,
                                                    "onednn_max_cpu_isa":
                                                        os.environ.get("ONEDNN_MAX_CPU_ISA"),
                                                    "act": args.act,
