@@ -238,8 +238,8 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if args.rounds < 1:
-        ap.error("--rounds must be at least 1")
+    if args.rounds < 1 or (args.rounds > 1 and not args.int8):
+        ap.error("--rounds must be at least 1, and more than 1 only with --int8")
     if args.act and (args.checkpoint or not args.int8):
         ap.error("--act is an --int8 diagnostic for random-weight presets (not with --checkpoint)")
     if args.int8:
