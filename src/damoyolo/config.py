@@ -265,6 +265,8 @@ class TrainConfig:
     precise_bn: before each evaluation, the evaluated (EMA) model's BatchNorm statistics are
     recomputed over this many training images without augmentation (0: off), see
     :mod:`damoyolo.engine.bn`.
+    assigner: the label assignment of the loss: ``"aligned_ota"`` (DAMO-YOLO's, the default),
+    ``"simota"`` (YOLOX) or ``"tal"`` (TOOD / PP-YOLOE), see :mod:`damoyolo.assign`.
     cache_images: decode the training images once into RAM at the pipeline's resolution
     (the same samples, without the per-sample decode).  ``True``: always, memory-checked
     (fails when it would not fit), node-shared under torchrun; ``False``: never; ``None``
@@ -291,6 +293,7 @@ class TrainConfig:
     ema_ramp: float | None = None  # momentum * (1 - exp(-updates / ema_ramp)); release: 2000
     amp: bool = True  # float16 on CUDA; bfloat16 on CPUs with AMX or AVX512-BF16; see autocast_dtype
     grad_clip: float = 0.0  # 0 = off
+    assigner: str = "aligned_ota"  # label assignment: aligned_ota (DAMO-YOLO), simota, tal
     eval_interval: int = 10  # epochs; the last epoch is always evaluated
     seed: int = 1234
     workers: int | None = None  # None: 4 (0 when training on a CPU of <= 4 cores); capped

@@ -19,60 +19,17 @@ no GT are valid (nothing is assigned).  No Python loop over GTs or images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops.boxes import box_iou
+from .common import Assignment, assignment_from_matching, pad_targets, prior_regions
 
 __all__ = ["AlignedOTA", "Assignment", "pad_targets"]
 
 _INF = 1e8  # penalty for priors outside (box and centre), as in the release
 _LOG_MIN = -100.0  # log clamp of torch's binary_cross_entropy on probabilities
-
-
-@dataclass
-class Assignment:
-    """Result for a batch of ``B`` images with ``A`` priors.
-
-    fg: (B, A) bool, prior is a positive.
-    gt_index: (B, A) int64, index of the matched GT slot (0 where not fg).
-    labels: (B, A) int64, matched class (``num_classes`` = background where not fg).
-    ious: (B, A) float, IoU of the prior's predicted box with its GT (0 where not fg).
-    boxes: (B, A, 4) float, matched GT box xyxy in input pixels (0 where not fg).
-    """
-
-    fg: Tensor
-    gt_index: Tensor
-    labels: Tensor
-    ious: Tensor
-    boxes: Tensor
-
-    @property
-    def num_pos(self) -> int:
-        return int(self.fg.sum())
-
-
-def pad_targets(targets: list[dict], device=None) -> tuple[Tensor, Tensor, Tensor]:
-    """List of target dicts (``boxes`` (N_i, 4) xyxy, ``labels`` (N_i,)) -> padded tensors.
-
-    Returns gt_boxes (B, M, 4) float32, gt_labels (B, M) int64, gt_mask (B, M) bool with
-    ``M = max(N_i)`` (at least 1 so shapes stay non-empty; padded slots are masked out).
-    """
-    b = len(targets)
-    m = max([int(t["boxes"].shape[0]) for t in targets] + [1])
-    boxes = torch.zeros(b, m, 4, dtype=torch.float32, device=device)
-    labels = torch.zeros(b, m, dtype=torch.int64, device=device)
-    mask = torch.zeros(b, m, dtype=torch.bool, device=device)
-    for i, t in enumerate(targets):
-        n = int(t["boxes"].shape[0])
-        if n:
-            boxes[i, :n] = t["boxes"].to(device=device, dtype=torch.float32)
-            labels[i, :n] = t["labels"].to(device=device, dtype=torch.int64)
-            mask[i, :n] = True
-    return boxes, labels, mask
 
 
 def _log_sigmoid_pair(logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -92,6 +49,28 @@ class AlignedOTA:
         self.cls_weight = cls_weight
         self.eps = eps
 
+    inf = _INF  # cost added for candidates not in both the box and the centre region
+
+    def _cls_cost(self, cls_logits: Tensor, ious: Tensor, gt_labels: Tensor) -> Tensor:
+        """(B, A, M) classification cost: the quality-focal cross-entropy of the probabilities
+        against the soft one-hot target ``IoU * onehot(label)``.
+
+        Classes other than the GT's are scored against 0: ``BCE(p, 0) * p^2``, summed once per
+        prior; the GT's class term is swapped for the soft-label one (no (B, A, M, C) tensor).
+        """
+        b, a, c = cls_logits.shape
+        m = gt_labels.shape[1]
+        p = cls_logits.sigmoid()
+        neg_sum = (F.softplus(cls_logits).clamp(max=-_LOG_MIN) * p * p).sum(2, keepdim=True)
+        lab = gt_labels.clamp(0, c - 1).unsqueeze(1).expand(b, a, m)  # (B, A, M)
+        x_l = cls_logits.gather(2, lab)
+        logp_l, log1mp_l = _log_sigmoid_pair(x_l)
+        p_l = x_l.sigmoid()
+        neg_l = -log1mp_l * p_l * p_l
+        bce_l = -(ious * logp_l + (1 - ious) * log1mp_l)
+        d = ious - p_l
+        return neg_sum - neg_l + bce_l * d * d
+
     @torch.no_grad()
     def __call__(self, cls_logits: Tensor, pred_boxes: Tensor, priors: Tensor, gt_boxes: Tensor,
                  gt_labels: Tensor, gt_mask: Tensor) -> Assignment:
@@ -110,20 +89,8 @@ class AlignedOTA:
         gt_boxes = gt_boxes.float()
 
         # --- geometric priors: (B, A, M)
-        px = priors[:, 0].view(1, a, 1)
-        py = priors[:, 1].view(1, a, 1)
-        sx = priors[:, 2].view(1, a, 1)
-        sy = priors[:, 3].view(1, a, 1)
-        x1, y1, x2, y2 = (gt_boxes[..., i].unsqueeze(1) for i in range(4))  # (B, 1, M)
-        in_box = torch.minimum(torch.minimum(px - x1, py - y1),
-                               torch.minimum(x2 - px, y2 - py)) > 0
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        rx, ry = self.center_radius * sx, self.center_radius * sy
-        in_ctr = torch.minimum(torch.minimum(px - (cx - rx), py - (cy - ry)),
-                               torch.minimum((cx + rx) - px, (cy + ry) - py)) > 0
+        in_box, in_ctr = prior_regions(priors, gt_boxes, gt_mask, self.center_radius)
         gmask = gt_mask.unsqueeze(1)  # (B, 1, M)
-        in_box &= gmask
-        in_ctr &= gmask
         valid = (in_box | in_ctr).any(dim=2)  # (B, A)
         in_both = in_box & in_ctr
 
@@ -133,21 +100,10 @@ class AlignedOTA:
         ious = torch.where(cand, ious, torch.zeros((), device=dev))
         iou_cost = -torch.log(ious + self.eps)
 
-        # classes other than the GT's are scored against 0: BCE(p, 0) * p^2, summed once per
-        # prior; the GT's class term is swapped for the soft-label one (no (B, A, M, C) tensor)
-        p = cls_logits.sigmoid()
-        neg_sum = (F.softplus(cls_logits).clamp(max=-_LOG_MIN) * p * p).sum(2, keepdim=True)
-        lab = gt_labels.clamp(0, c - 1).unsqueeze(1).expand(b, a, m)  # (B, A, M)
-        x_l = cls_logits.gather(2, lab)
-        logp_l, log1mp_l = _log_sigmoid_pair(x_l)
-        p_l = x_l.sigmoid()
-        neg_l = -log1mp_l * p_l * p_l
-        bce_l = -(ious * logp_l + (1 - ious) * log1mp_l)
-        d = ious - p_l
-        cls_cost = neg_sum - neg_l + bce_l * d * d
+        cls_cost = self._cls_cost(cls_logits, ious, gt_labels)
 
         cost = (cls_cost * self.cls_weight + iou_cost * self.iou_weight
-                + (~in_both).float() * _INF)
+                + (~in_both).float() * self.inf)
         cost = torch.where(cand, cost, torch.full((), float("inf"), device=dev))
 
         # --- dynamic k per GT: (B, M)
@@ -169,16 +125,4 @@ class AlignedOTA:
                 one = F.one_hot(best, m).bool()
                 matching = torch.where(multi.unsqueeze(2), one, matching)
 
-        fg = matching.any(2)
-        gt_index = matching.float().argmax(2)
-        gt_index = torch.where(fg, gt_index, torch.zeros_like(gt_index))
-        matched_iou = ious.gather(2, gt_index.unsqueeze(2)).squeeze(2)
-        labels = gt_labels.gather(1, gt_index)
-        boxes = gt_boxes.gather(1, gt_index.unsqueeze(2).expand(b, a, 4))
-        return Assignment(
-            fg=fg,
-            gt_index=gt_index,
-            labels=torch.where(fg, labels, torch.full_like(labels, self.num_classes)),
-            ious=torch.where(fg, matched_iou, torch.zeros_like(matched_iou)),
-            boxes=torch.where(fg.unsqueeze(2), boxes, torch.zeros_like(boxes)),
-        )
+        return assignment_from_matching(matching, ious, gt_boxes, gt_labels, c)

@@ -97,6 +97,10 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     if overrides:
         exp = apply_overrides(exp, overrides)
 
+    from ..assign import ASSIGNERS
+    if exp.train.assigner not in ASSIGNERS:  # before reading the data
+        raise ConfigError(f"unknown train.assigner {exp.train.assigner!r}; valid: "
+                          f"{', '.join(ASSIGNERS)}")
     if exp.train.eval_interval > 0:  # the last epoch is always evaluated: fail before training
         from .._optional import import_optional
         import_optional("faster_coco_eval", "evaluation during training (train.eval_interval "

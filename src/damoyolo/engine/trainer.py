@@ -32,6 +32,7 @@ from torch import nn
 from ..data.dataset import EpochSampler
 
 from .._cpu import torch_cpu_has
+from ..assign import build_assigner
 from ..checkpoint import FORMAT, CheckpointError, atomic_save, checkpoint_header, read_checkpoint
 from ..config import ConfigError, ModelConfig, TrainConfig, from_dict, to_dict
 from ..losses.criterion import DAMOYOLOCriterion
@@ -301,7 +302,8 @@ class Trainer:
         if du.is_distributed():
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp_model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
-        self.criterion = DAMOYOLOCriterion(self.model.head)
+        self.criterion = DAMOYOLOCriterion(
+            self.model.head, assigner=build_assigner(cfg.assigner, self.model.head.num_classes))
         # the losses the progress bar shows: the criterion's, then the task's
         self.loss_names = tuple(self.criterion.loss_names) + tuple(
             getattr(task, "loss_names", ()))

@@ -1,5 +1,8 @@
 """DAMO-YOLO training criterion: AlignedOTA targets + QFL/GIoU/DFL with the release weights.
 
+``assigner``: any of :mod:`damoyolo.assign` (AlignedOTA by default); its soft targets feed
+the QFL, the losses are the same whichever assigns.
+
 Normalisation (as in the release):
 
 * QFL is summed over all anchors and divided by the mean number of positives per rank
@@ -19,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..assign.aligned_ota import AlignedOTA, pad_targets
+from ..assign import AlignedOTA, pad_targets
 from ..ops.boxes import bbox_to_distance
 from .gfocal import distribution_focal_loss, giou_loss, quality_focal_loss
 
@@ -47,7 +50,7 @@ class DAMOYOLOCriterion:
     loss_names = ("loss", "loss_qfl", "loss_giou", "loss_dfl")  # its losses (num_pos is a count)
 
     def __init__(self, head, qfl_weight: float = 1.0, giou_weight: float = 2.0,
-                 dfl_weight: float = 0.25, beta: float = 2.0, assigner: AlignedOTA | None = None):
+                 dfl_weight: float = 0.25, beta: float = 2.0, assigner=None):
         self.head = head
         self.qfl_weight = qfl_weight
         self.giou_weight = giou_weight
