@@ -331,7 +331,7 @@ def table(study: dict, res: dict[str, dict[int, dict]], teachers: dict[str, dict
     for key, t in (teachers or {}).items():
         lines.append(f"Teacher `{key}`: {t.get('model')}, {t.get('epochs')} epochs, mAP "
                      f"{_fmt(t.get('mAP'))} AP50 {_fmt(t.get('AP50'))} "
-                     f"({t.get('seconds', 0) / 60:.1f} min), sha256 {str(t.get('sha256'))[:12]}.")
+                     f"({(t.get('seconds') or 0) / 60:.1f} min), sha256 {str(t.get('sha256'))[:12]}.")
     if teachers:
         lines.append("")
     lines += ["| arm | runs | mAP mean +- s.e. | seed s.d. | AP50 mean +- s.e. | min / run | "

@@ -372,6 +372,12 @@ class DistillConfig:
     temperature: extra CWD temperature on the normalised features (the release uses 1).
     grad_clip: gradient-norm clipping used while distilling (the release clips at 30);
     0 keeps ``train.grad_clip``.
+    balance: scale each level's distillation loss so that its gradient at that neck output
+    has ``weight`` (cosine-decayed as above) times the norm of the detection loss's gradient
+    there, both norms averaged over iterations (momentum ``balance_momentum``); ``weight`` is
+    then a ratio of gradient norms, not of losses, and a level where detection learns
+    nothing is not distilled.  False: ``weight`` multiplies the loss as in the release.
+    levels: the neck levels distilled (0 = stride 8); ``None``: all, as in the release.
     """
 
     teacher: str = ""
@@ -382,6 +388,9 @@ class DistillConfig:
     temperature: float = 1.0
     normalize: bool = True
     grad_clip: float = 30.0
+    balance: bool = False
+    balance_momentum: float = 0.9
+    levels: tuple[int, ...] | None = None
 
 
 # ============================================================================ experiment

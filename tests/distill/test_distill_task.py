@@ -148,3 +148,40 @@ def test_cli_distill_alias_and_teacher_errors(capsys):
     assert "unknown distill.method 'kd'" in capsys.readouterr().err
     assert main(["train", "--data", "nowhere", "--set", "distill.wieght=1"]) == 2
     assert "Did you mean weight" in capsys.readouterr().err
+
+
+def test_balance_sets_the_gradient_ratio_at_the_neck_outputs():
+    """Each level's own gradient (the head's input, the distillation loss's input)."""
+    cfg = DistillConfig(weight=0.3, final_ratio=0.1, balance=True, balance_momentum=0.0)
+    task = DistillTask(_teacher(), cfg)
+    model = _student()
+    task.bind(model, torch.device("cpu"), total_iters=100, no_aug_iters=0)
+    assert "grad_norms" in task.module.state_dict()
+    images, targets = collate([RectDataset(2, seed=3)[i] for i in range(2)])
+    crit = DAMOYOLOCriterion(model.head)
+    norms = {}
+
+    seen = {"det": [], "kd": []}  # the tensors the head and the distillation loss receive
+    model.head.register_forward_pre_hook(lambda m, args: seen["det"].extend(args[0]))
+    task.module.register_forward_pre_hook(lambda m, args: seen["kd"].extend(args[0]))
+
+    def step():  # one forward/backward on the same batch, no parameter update
+        seen["det"].clear()
+        seen["kd"].clear()
+        out, extra = task.forward(model, images, iteration=0)
+        det = crit(out, targets)["loss"]
+        g_det = torch.autograd.grad(det, seen["det"], retain_graph=True)
+        g_kd = torch.autograd.grad(extra["loss_distill"], seen["kd"], retain_graph=True)
+        (det + extra["loss_distill"]).backward()
+        norms["det"] = [g.norm() for g in g_det]
+        norms["kd"] = [g.norm() for g in g_kd]
+        model.zero_grad()
+
+    step()  # first iteration: weight as in the release (no measurement yet), then measured
+    step()  # second: each level scaled so that |g_distill| = weight * |g_det| there
+    for lv in range(3):
+        assert norms["kd"][lv] / norms["det"][lv] == pytest.approx(0.3, rel=1e-4)
+    # the release's behaviour without balance: the loss scaled by the weight alone
+    plain = DistillTask(_teacher(), DistillConfig(weight=0.3, final_ratio=0.1))
+    plain.bind(model, torch.device("cpu"), total_iters=100, no_aug_iters=0)
+    assert "grad_norms" not in plain.module.state_dict()

@@ -72,7 +72,8 @@ class FeatureDistillLoss(nn.Module):
     """
 
     def __init__(self, student_channels: list[int], teacher_channels: list[int],
-                 method: str = "cwd", temperature: float = 1.0, normalize: bool = True):
+                 method: str = "cwd", temperature: float = 1.0, normalize: bool = True,
+                 balance: bool = False):
         super().__init__()
         if method not in METHODS:
             raise ConfigError(f"unknown distillation method {method!r}; valid: {', '.join(METHODS)}")
@@ -84,15 +85,23 @@ class FeatureDistillLoss(nn.Module):
         self.method, self.temperature, self.normalize = method, float(temperature), normalize
         self.align = nn.ModuleList(nn.Conv2d(cs, ct, kernel_size=1)
                                    for cs, ct in zip(student_channels, teacher_channels))
+        if balance:  # per level: running norms of the detection / distillation gradients
+            self.register_buffer("grad_norms", torch.zeros(2, len(student_channels)))
 
-    def forward(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
-        """student / teacher: neck outputs (N, C_s / C_t, H, W) per level -> scalar loss."""
+    def forward(self, student: list[Tensor], teacher: list[Tensor],
+                level_weights: Tensor | list[float] | None = None) -> Tensor:
+        """student / teacher: neck outputs (N, C_s / C_t, H, W) per level -> scalar loss, the
+        levels' losses summed (each times ``level_weights[i]`` when given)."""
         if len(student) != len(teacher):
             raise ValueError(f"student has {len(student)} feature levels, teacher {len(teacher)}")
         with torch.autocast(student[0].device.type, enabled=False):  # float32 throughout
-            return self._loss(student, teacher)
+            losses = self.level_losses(student, teacher)
+        if level_weights is None:
+            return torch.stack(losses).sum()
+        return sum(w * x for w, x in zip(level_weights, losses))
 
-    def _loss(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
+    def level_losses(self, student: list[Tensor], teacher: list[Tensor]) -> list[Tensor]:
+        """The loss of each level (float32)."""
         s_feats, t_feats = [], []
         for level, (align, s, t) in enumerate(zip(self.align, student, teacher)):
             if s.shape[0] != t.shape[0] or s.shape[-2:] != t.shape[-2:]:
@@ -107,5 +116,5 @@ class FeatureDistillLoss(nn.Module):
             s_feats.append(s)
             t_feats.append(t)
         if self.method == "cwd":
-            return cwd_loss(s_feats, t_feats, self.temperature)
-        return mimic_loss(s_feats, t_feats)
+            return [cwd_loss([s], [t], self.temperature) for s, t in zip(s_feats, t_feats)]
+        return [mimic_loss([s], [t]) for s, t in zip(s_feats, t_feats)]

@@ -25,6 +25,21 @@ from .losses import METHODS, FeatureDistillLoss
 __all__ = ["DistillTask", "distill_weight", "load_teacher"]
 
 
+class _GradTap(torch.autograd.Function):
+    """Identity whose backward reports the squared norm of the incoming gradient to
+    ``owner._tapped(key, squared_norm)``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, owner, key: str) -> Tensor:
+        ctx.owner, ctx.key = owner, key
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        ctx.owner._tapped(ctx.key, grad.detach().float().pow(2).sum())
+        return grad, None, None
+
+
 def distill_weight(iteration: int, phase_end: int, weight: float, final_ratio: float) -> float:
     """Loss weight at ``iteration`` (0-based, counted over the whole run).
 
@@ -91,6 +106,10 @@ class DistillTask:
             p.requires_grad_(False)
         self.module: FeatureDistillLoss | None = None
         self.phase_end = 0
+        self._taps: dict[tuple[str, int], Tensor] = {}  # this backward's squared norms
+        self._last_weights = torch.zeros(0)  # per level, as applied in the latest forward
+        self._levels = 0
+        self.levels = None if cfg.levels is None else tuple(int(i) for i in cfg.levels)
 
     # ------------------------------------------------------------------ set-up
     @torch.no_grad()
@@ -130,7 +149,7 @@ class DistillTask:
         c = self.cfg
         self.module = FeatureDistillLoss([s[0] for s in s_shapes], [t[0] for t in t_shapes],
                                          method=c.method, temperature=c.temperature,
-                                         normalize=c.normalize).to(device)
+                                         normalize=c.normalize, balance=c.balance).to(device)
         self.phase_end = total_iters - no_aug_iters
         if self.phase_end <= 0:
             warnings.warn("no strong-augmentation phase (train.no_aug_epochs >= train.epochs): "
@@ -138,7 +157,36 @@ class DistillTask:
 
     # ------------------------------------------------------------------ per iteration
     def weight(self, iteration: int) -> float:
+        """The schedule's weight at ``iteration`` (with ``balance``: the target ratio of the
+        distillation gradient's norm to the detection gradient's at the neck outputs)."""
         return distill_weight(iteration, self.phase_end, self.cfg.weight, self.cfg.final_ratio)
+
+    def _tapped(self, key: tuple[str, int], sq: Tensor) -> None:
+        """A tapped gradient's squared norm; once both branches of every level have reported
+        (the end of this backward), fold the norms into the running averages."""
+        self._taps[key] = sq
+        if len(self._taps) < 2 * self._levels:
+            return
+        mod = self.module
+        lv = range(self._levels)
+        det = torch.stack([self._taps[("det", i)] for i in lv]).sqrt().to(mod.grad_norms)
+        kd = torch.stack([self._taps[("kd", i)] for i in lv]).sqrt().to(mod.grad_norms)
+        used = self._last_weights.to(mod.grad_norms)
+        measured = used > 1e-12  # a level applied at weight 0 tells nothing of its gradient
+        kd = torch.where(measured, kd / used.clamp(min=1e-12), mod.grad_norms[1])
+        now = torch.stack([det, kd])
+        m = self.cfg.balance_momentum
+        fresh = (mod.grad_norms[1] <= 0).unsqueeze(0)
+        mod.grad_norms.copy_(torch.where(fresh, now, m * mod.grad_norms + (1 - m) * now))
+        self._taps.clear()
+
+    def _level_weights(self, w: float) -> Tensor:
+        """Per level, the loss weight that makes the distillation gradient at that neck output
+        ``w`` times the detection gradient there (running averages); ``w`` itself for a level
+        not yet measured."""
+        det_avg, kd_avg = self.module.grad_norms[0], self.module.grad_norms[1]
+        ratio = det_avg / kd_avg.clamp(min=1e-12)
+        return w * torch.where(kd_avg > 0, ratio, torch.ones_like(ratio))
 
     def forward(self, model: DAMOYOLO, images: Tensor, iteration: int
                 ) -> tuple[HeadOutput, dict[str, Tensor]]:
@@ -156,9 +204,24 @@ class DistillTask:
             zero = sum(p.sum() for p in self.module.parameters()) * 0.0
             return out, {"loss_distill": zero}
         feats = model.features(images)
-        out = model.head(feats)
+        weights = None
+        if self.cfg.balance:
+            self._levels = len(feats)
+            weights = self._level_weights(w)
+            self._last_weights = weights.detach().clone()
+            self._taps.clear()
+            out = model.head([_GradTap.apply(f, self, ("det", i)) for i, f in enumerate(feats)])
+            feats = [_GradTap.apply(f, self, ("kd", i)) for i, f in enumerate(feats)]
+        else:
+            out = model.head(feats)
+        if self.levels is not None:  # levels left out of distillation: weight 0
+            mask = torch.tensor([float(i in self.levels) for i in range(len(feats))],
+                                device=feats[0].device)
+            weights = mask * (w if weights is None else weights)
         if self.teacher.training:
             self.teacher.eval()
         with torch.no_grad():
             t_feats = self.teacher.features(images)
-        return out, {"loss_distill": self.module(feats, t_feats) * w}
+        if weights is None:
+            return out, {"loss_distill": self.module(feats, t_feats) * w}
+        return out, {"loss_distill": self.module(feats, t_feats, weights)}
