@@ -20,6 +20,14 @@ def test_save_load_roundtrip_atomic(tmp_path):
     assert r.class_names == ["cat", "dog"] and r.category_ids == [3, 7] and not r.training
     for (ka, va), (kb, vb) in zip(m.state_dict().items(), r.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
+    # load -> save -> load keeps everything without passing anything explicitly
+    again = tmp_path / "again.pth"
+    damoyolo.save_model(r, again)
+    r2 = damoyolo.load_model(again)
+    assert r2.category_ids == [3, 7] and r2.class_names == ["cat", "dog"]
+    assert r2.cfg == m.cfg
+    assert all(torch.equal(va, vb) for va, vb in zip(r.state_dict().values(),
+                                                     r2.state_dict().values()))
     with pytest.raises(CheckpointError, match="holds damoyolo-ns, not damoyolo-t"):
         damoyolo.load_model(path, model="damoyolo-t")
     with pytest.raises(CheckpointError, match="no such checkpoint"):

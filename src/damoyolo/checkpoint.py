@@ -17,7 +17,6 @@ with ``model=``.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -48,33 +47,36 @@ class ArchitectureUnknownError(CheckpointError):
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    """``torch.save`` to a unique temporary file in the same folder, fsync, then rename over
+    ``path`` (:func:`damoyolo.outputs.atomic_output`)."""
+    from .outputs import atomic_output
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def checkpoint_header(model: DAMOYOLO, category_ids: list[int] | None = None) -> dict[str, Any]:
     """What makes a checkpoint describe itself: format, version, model config, class names,
-    category ids and the model's weights.  Training checkpoints add their state to it."""
+    category ids and the model's weights.  Training checkpoints add their state to it.
+
+    category_ids: contiguous label -> dataset category id; default: the model's own
+    (``model.category_ids``, set by :func:`load_model`), so a loaded model saved again keeps
+    them.
+    """
+    if category_ids is None:
+        category_ids = getattr(model, "category_ids", None)
     return {"format": FORMAT, "version": __version__, "model_config": to_dict(model.cfg),
-            "class_names": model.class_names, "category_ids": category_ids,
+            "class_names": model.class_names,
+            "category_ids": None if category_ids is None else [int(c) for c in category_ids],
             "model": model.state_dict()}
 
 
 def save_model(model: DAMOYOLO, path: str | Path, category_ids: list[int] | None = None,
                **extra: Any) -> None:
-    """Write a self-describing checkpoint (atomically)."""
+    """Write a self-describing checkpoint (atomically); ``category_ids`` default to the
+    model's own."""
     atomic_save({**checkpoint_header(model, category_ids), **extra}, path)
 
 

@@ -13,7 +13,10 @@ def add_detector_arguments(p: argparse.ArgumentParser, out: str, conf_help: str,
     p.add_argument("--model", default=None, help="preset name (needed for official .pth files)")
     p.add_argument("--backend", default=None, choices=list(BACKENDS),
                    help="default: chosen from the weights suffix")
-    p.add_argument("--out", default=out, help=f"output folder (default {out})")
+    p.add_argument("--out", default=out, help=f"output folder (default {out}; one that holds "
+                   f"files is not reused: the outputs go to {out}2, ...)")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="write into --out even when it already holds files")
     p.add_argument("--conf", type=float, default=None, help=conf_help)
     p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: preset)")
     p.add_argument("--max-det", type=int, default=300, help=f"detections kept per {per}")
@@ -38,3 +41,19 @@ def open_detector(args: argparse.Namespace, conf: float):
                     iou=args.iou, max_det=args.max_det, classes=args.classes, half=args.half,
                     imgsz=parse_imgsz(args.imgsz), model=args.model, threads=args.threads,
                     batch_size=args.batch)
+
+
+def output_folder(args: argparse.Namespace, inputs: list) -> "Path":
+    """The folder this run writes into (:func:`damoyolo.outputs.run_dir`), created, after
+    checking that it neither is, holds nor lies inside one of ``inputs`` (paths; globs and
+    camera indices are skipped)."""
+    from pathlib import Path
+
+    from ..outputs import refuse_overlap, run_dir
+    out = run_dir(args.out, exist_ok=args.exist_ok)
+    refuse_overlap(out, [Path(str(i)) for i in inputs if i is not None])
+    if out != Path(args.out):
+        print(f"output folder: {out} ({args.out} already holds files; --exist-ok writes "
+              f"into it)", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out

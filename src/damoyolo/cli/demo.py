@@ -54,7 +54,26 @@ def _scene(seed: int, size: int = 480) -> "np.ndarray":  # noqa: F821
     return img
 
 
+MARK = ".damoyolo-demo"  # the file that marks a folder as the demo's own
+
+
+def claim_folder(out: "Path") -> None:  # noqa: F821
+    """Make ``out`` the demo's folder: a new or empty folder is marked as the demo's; a
+    folder holding files that the demo did not write is refused (nothing there is touched)."""
+    from ..outputs import OutputError, is_empty_dir
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is a file; name a folder with --out")
+    if out.is_dir() and not (out / MARK).exists() and not is_empty_dir(out):
+        raise OutputError(f"{out}: holds files that `damoyolo demo` did not write; the demo "
+                          f"resets its own folder each time, so name a new or empty folder "
+                          f"with --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARK).write_text("this folder is written and reset by `damoyolo demo`\n")
+
+
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+    claim_folder(Path(args.out))
     if not args.smoke:
         return _full(args)
     import json
@@ -119,7 +138,7 @@ def _full(args: argparse.Namespace) -> int:
         stamp.write_text(json.dumps(params))
     stage(f"2/4 train {args.model} at {args.imgsz} for {args.epochs} epochs on {args.device}")
     run = out / "train"
-    if run.exists():  # a fresh run each time (a killed demo does not resume half-way)
+    if run.exists():  # a fresh run each time, in the demo's own folder (claim_folder)
         import shutil
         shutil.rmtree(run)
     sets = [f"train.eval_interval={args.epochs}", f"train.seed={args.seed}",
@@ -138,7 +157,7 @@ def _full(args: argparse.Namespace) -> int:
     image = Path(load_dataset(data, split="val").records[0].path)
     pred = out / "predict"
     if cli(["predict", "--weights", str(weights), "--source", str(image), "--out", str(pred),
-            "--conf", str(args.conf), "--device", args.device, "--no-progress"]):
+            "--conf", str(args.conf), "--device", args.device, "--no-progress", "--exist-ok"]):
         return 1
     drawn = pred / f"{image.stem}.jpg"
     print(f"\ndone in {time.time() - t0:.0f} s: model {weights}, plots {run}/results.png, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._detector import add_detector_arguments, open_detector
+from ._detector import add_detector_arguments, open_detector, output_folder
 
 HELP = "predict on an image, directory, glob, video file or camera index"
 
@@ -31,11 +31,12 @@ def run(args: argparse.Namespace) -> int:
     from ..infer.sources import Progress, open_source
 
     source = open_source(args.source, args.max_frames)
+    out = output_folder(args, [args.source, args.weights])
     det = open_detector(args, DISPLAY_CONF if args.conf is None else args.conf)
     run_info = {"weights": str(args.weights), "backend": det.backend.name,
                 "source": str(args.source), "class_names": det.class_names, "conf": det.conf,
                 "iou": det.iou, "input_size": list(det.input_size)}
-    writer = PredictionWriter(args.out, run_info, kind=source.kind,
+    writer = PredictionWriter(out, run_info, kind=source.kind,
                               stem=getattr(source, "stem", "video"),
                               fps=getattr(source, "fps", 25.0), save_img=not args.no_save_img,
                               save_txt=args.save_txt)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._detector import add_detector_arguments, open_detector
+from ._detector import add_detector_arguments, open_detector, output_folder
 
 HELP = "track objects over a video file, camera, image folder or glob (ByteTrack-style)"
 
@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from ..track.api import track_frames
     from ..track.bytetrack import TRACKERS, _replace
     from ..track.draw import TrackDrawer
+    from ..outputs import atomic_output, temporary_path
     from ..track.io import MOTWriter, read_mot_txt, write_json
     from . import CLIError, parse_imgsz
 
@@ -108,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--batch must be >= 1")
     _, cfg_cls = TRACKERS[args.tracker]
     _replace(cfg_cls(), _settings(args, None))  # names and values, before any work
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    inputs = [args.weights, args.gt] + ([] if args.source == "demo" else [args.source])
+    out = output_folder(args, inputs)
     gt_path = Path(args.gt) if args.gt else None
     source_spec = args.source
     min_visibility = None
@@ -166,14 +167,15 @@ def run(args: argparse.Namespace) -> int:
                 if is_video and not args.no_save_video:
                     if writer is None:
                         h, w = drawn.shape[:2]
-                        path = out / f"{stem}_tracked.mp4"
-                        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"),
+                        video_tmp = temporary_path(out / f"{stem}_tracked.mp4")
+                        writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"),
                                                  float(fps or 25.0), (w, h))
                     writer.write(np.ascontiguousarray(drawn))
                 if args.save_frames or not is_video:
                     name = (f"{r.frame:06d}.jpg" if is_video else
                             f"{r.frame:06d}_{Path(r.name).stem}.jpg")
-                    cv2.imwrite(str(frames_dir / name), drawn)
+                    with atomic_output(frames_dir / name) as tmp:
+                        cv2.imwrite(str(tmp), drawn)
             records.append(rec)
     except KeyboardInterrupt:
         print("\ninterrupted: writing what was processed", file=sys.stderr)
@@ -182,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         mot.close()
         if writer is not None:
             writer.release()
+            video_tmp.replace(out / f"{stem}_tracked.mp4")
     timing = {"det_ms_mean": float(np.mean(det_ms)) if det_ms else 0.0,
               "track_ms_mean": float(np.mean(trk_ms)) if trk_ms else 0.0,
               "track_ms_max": float(np.max(trk_ms)) if trk_ms else 0.0}

@@ -20,7 +20,10 @@ def add_arguments(p, teacher_required: bool = False) -> None:
     p.add_argument("--workers", type=int, help="data-loading worker processes")
     p.add_argument("--weights", help="fine-tune from this checkpoint (ours or official)")
     p.add_argument("--resume", help="continue a run from its last.pt")
-    p.add_argument("--output", help="run folder (default runs/train)")
+    p.add_argument("--output", help="run folder (default runs/train; one that holds results "
+                   "is not reused: the run goes to runs/train2, ...)")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="write into --output even when it already holds files")
     p.add_argument("--teacher", required=teacher_required, help="distil from this teacher: checkpoint (ours or official) "
                    "or preset name; see docs/distillation.md")
     p.add_argument("--teacher-model", help="architecture of an official teacher checkpoint "
@@ -40,7 +43,8 @@ def run(args) -> int:
                     imgsz=args.imgsz, device=args.device, workers=args.workers,
                     overrides=args.overrides, weights=args.weights, resume=args.resume,
                     output=args.output, teacher=args.teacher,
-                    teacher_model=args.teacher_model, recipe=args.recipe)
+                    teacher_model=args.teacher_model, recipe=args.recipe,
+                    exist_ok=args.exist_ok)
     except TrainingDiverged as e:
         import sys
         print(f"damoyolo train: stopped: {e}", file=sys.stderr)

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from ..config import ConfigError
+from ..outputs import atomic_write_text
 
 __all__ = ["CLASSES", "synthesize", "draw_image"]
 
@@ -267,6 +268,7 @@ def synthesize(out_dir: str | Path, images: int = 200, seed: int = 0, size: int 
         raise ConfigError(f"classes must be distinct names of {', '.join(CLASSES)}; got "
                           f"{', '.join(classes) or 'none'}")
     out = Path(out_dir)
+    _claim(out)
     n_val = max(1, round(images * val_fraction)) if images >= 2 else 0
     n_train = images - n_val
     (out / "annotations").mkdir(parents=True, exist_ok=True)
@@ -302,7 +304,22 @@ def synthesize(out_dir: str | Path, images: int = 200, seed: int = 0, size: int 
         n_boxes += len(anns)
         data = {"info": {"description": f"damoyolo synthetic shapes, seed {seed}"},
                 "images": imgs, "annotations": anns, "categories": cats}
-        tmp = out / "annotations" / f".{split}.json.tmp"
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, out / "annotations" / f"{split}.json")
+        atomic_write_text(out / "annotations" / f"{split}.json", json.dumps(data))
     return {"train": n_train, "val": n_val, "boxes": n_boxes}
+
+
+SYNTH_MARK = ".damoyolo-synth"  # marks a folder written by synthesize()
+
+
+def _claim(out: Path) -> None:
+    """A new or empty folder, or one that :func:`synthesize` wrote before (rewritten);
+    any other folder holding files is refused, so a user's dataset is never overwritten."""
+    from ..outputs import OutputError, is_empty_dir
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is a file; name a folder for the dataset")
+    if out.is_dir() and not (out / SYNTH_MARK).exists() and not is_empty_dir(out):
+        raise OutputError(f"{out}: holds files that are not a synthetic dataset written by "
+                          f"damoyolo; name a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SYNTH_MARK).write_text("synthetic dataset written by damoyolo (data synth); it "
+                                  "is rewritten by the next data synth into this folder\n")

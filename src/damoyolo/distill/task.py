@@ -147,9 +147,13 @@ class DistillTask:
             warnings.warn(f"teacher {t_cfg.name} was built for {tuple(t_cfg.input_size)} inputs; "
                           f"it sees the student's {tuple(s_cfg.input_size)} images", stacklevel=2)
         c = self.cfg
-        self.module = FeatureDistillLoss([s[0] for s in s_shapes], [t[0] for t in t_shapes],
-                                         method=c.method, temperature=c.temperature,
-                                         normalize=c.normalize, balance=c.balance).to(device)
+        # the align convolutions draw their initial weights from a stream of their own, so
+        # the student's run (augmentation, loader, ...) is the same with or without a teacher
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch.initial_seed() % 2**63 + 1)
+            self.module = FeatureDistillLoss([s[0] for s in s_shapes], [t[0] for t in t_shapes],
+                                             method=c.method, temperature=c.temperature,
+                                             normalize=c.normalize, balance=c.balance).to(device)
         self.phase_end = total_iters - no_aug_iters
         if self.phase_end <= 0:
             warnings.warn("no strong-augmentation phase (train.no_aug_epochs >= train.epochs): "

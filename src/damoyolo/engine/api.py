@@ -55,13 +55,39 @@ def load_for_finetune(weights: str | Path, model: str | Any, class_names: list[s
     return net.train()
 
 
+def _with_run_folder(exp: ExperimentConfig, output, resume, exist_ok: bool, progress: bool
+                     ) -> ExperimentConfig:
+    """The run folder: ``--resume X/last.pt`` continues in ``X`` (unless ``output`` names
+    another folder); otherwise a folder holding files is not reused unless ``exist_ok``
+    (:func:`damoyolo.outputs.run_dir`).  Under torchrun rank 0 decides for all ranks."""
+    from ..outputs import run_dir
+    out = exp.train.output
+    if resume is not None and output is None and out == TrainConfig().output:
+        chosen = str(Path(resume).parent)
+    else:
+        chosen = str(run_dir(out, exist_ok=exist_ok or resume is not None))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        from .distributed import init_distributed
+        init_distributed(exp.train.device)
+        box = [chosen]
+        dist.broadcast_object_list(box, src=0)
+        chosen = box[0]
+    if chosen != out and progress and int(os.environ.get("RANK", "0")) == 0:
+        why = "the run continues in its folder" if resume is not None else \
+            f"{out} already holds results (--exist-ok writes into it)"
+        print(f"run folder: {chosen} ({why})", flush=True)
+    return apply_overrides(exp, {"train.output": chosen})
+
+
 def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None = None,
           batch: int | None = None, imgsz: int | None = None, device: str | None = None,
           workers: int | None = None, overrides: list[str] | dict | None = None,
           weights: str | Path | None = None, resume: str | Path | None = None,
           output: str | Path | None = None, progress: bool = True,
           teacher: str | Path | None = None, teacher_model: str | None = None,
-          recipe: str = "auto") -> dict:
+          recipe: str = "auto", exist_ok: bool = False) -> dict:
     """Train a preset on a dataset (COCO json, YOLO txt or Pascal VOC) with the preset's recipe.
 
     batch: images per iteration over all processes (default 16).  recipe: ``"auto"`` sizes
@@ -69,7 +95,11 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     release's values (accumulating to its batch of 256); see :mod:`damoyolo.engine.schedule`.
     overrides: dotted ``key=value`` strings on :class:`~damoyolo.config.ExperimentConfig`
     (``train.epochs=10``, ``aug.mosaic_prob=0.5``, ``model.head.reg_max=...``).
-    weights: fine-tune from this checkpoint; resume: continue a run from its ``last.pt``.
+    weights: fine-tune from this checkpoint; resume: continue a run from its ``last.pt``, in
+    that file's folder unless ``output`` names another.
+    output: the run folder (default ``runs/train``); one that already holds files is not
+    reused unless ``exist_ok``: the run goes to the next free ``runs/train2``, ``runs/train3``,
+    ... (printed at the start; see :mod:`damoyolo.outputs`).
     teacher: distil from this teacher (checkpoint, ours or official, or preset name;
     ``distill.teacher``); teacher_model: architecture of an official teacher checkpoint.
     The ``distill.*`` overrides set the method, weight and schedule (see docs/distillation.md).
@@ -96,6 +126,7 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     exp = apply_overrides(exp, direct)
     if overrides:
         exp = apply_overrides(exp, overrides)
+    exp = _with_run_folder(exp, output, resume, exist_ok, progress)
 
     from ..assign import ASSIGNERS
     if exp.train.assigner not in ASSIGNERS:  # before reading the data

@@ -33,6 +33,7 @@ from ..data.dataset import EpochSampler
 
 from .._cpu import torch_cpu_has
 from ..assign import build_assigner
+from ..outputs import clean_stale_temporaries, lock_run_dir
 from ..checkpoint import FORMAT, CheckpointError, atomic_save, checkpoint_header, read_checkpoint
 from ..config import ConfigError, ModelConfig, TrainConfig, from_dict, to_dict
 from ..losses.criterion import DAMOYOLOCriterion
@@ -483,8 +484,16 @@ class Trainer:
         strong = self.start_epoch < no_aug_from
         self._set_strong_aug(strong)
         loader = self._loader()
+        lock = contextlib.nullcontext()
         if du.is_main():
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            clean_stale_temporaries(self.out_dir)  # a kill during an earlier save
+            lock = lock_run_dir(self.out_dir)  # one run at a time writes here
+        with lock:
+            return self._fit(loader, strong, no_aug_from)
+
+    def _fit(self, loader, strong: bool, no_aug_from: int) -> dict[str, Any]:
+        cfg = self.cfg
         self._writer = self._tensorboard()
         record: dict[str, Any] = {}
         try:

@@ -26,6 +26,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..outputs import atomic_output, atomic_write_text, temporary_path
+
 __all__ = ["DISPLAY_CONF", "PredictionWriter", "predict_source", "read_predictions",
            "yolo_lines"]
 
@@ -63,7 +65,9 @@ class PredictionWriter:
         self.kind, self.stem, self.fps = kind, stem, float(fps)
         self.save_img, self.save_txt = save_img, save_txt
         self.path = self.out / JSONL_NAME
-        self._file = open(self.path, "w", encoding="utf-8")
+        # appended: a folder reused with --exist-ok keeps every run's records (each run
+        # starts with its "run" line)
+        self._file = open(self.path, "a", encoding="utf-8")
         self._used: set[str] = set()
         self._video = None
         self.records = self.detections = self.errors = 0
@@ -93,21 +97,24 @@ class PredictionWriter:
                    "detections": det.to_list()}
             if self.save_img:
                 path = self.out / f"{stem}.jpg"
-                cv2.imwrite(str(path), draw_detections(frame.image, det)[:, :, ::-1])
+                with atomic_output(path) as tmp:
+                    if not cv2.imwrite(str(tmp), draw_detections(frame.image, det)[:, :, ::-1]):
+                        raise OSError(f"{path}: could not be written")
                 rec["annotated"] = str(path)
         else:
             stem = f"{self.stem}_{frame.index:06d}"
             rec = {"type": "frame", "frame": frame.index, "height": hw[0], "width": hw[1],
                    "detections": det.to_list()}
             if self.save_img:
-                if self._video is None:
-                    self._video = cv2.VideoWriter(str(self.out / f"{self.stem}.mp4"),
+                if self._video is None:  # a temporary file until close() renames it
+                    self._video_path = temporary_path(self.out / f"{self.stem}.mp4")
+                    self._video = cv2.VideoWriter(str(self._video_path),
                                                   cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
                                                   (hw[1], hw[0]))
                 self._video.write(draw_detections(frame.image, det)[:, :, ::-1])
         if self.save_txt:
-            (self.out / "labels" / f"{stem}.txt").write_text(
-                "".join(ln + "\n" for ln in yolo_lines(det, hw)))
+            atomic_write_text(self.out / "labels" / f"{stem}.txt",
+                              "".join(ln + "\n" for ln in yolo_lines(det, hw)))
         self.records += 1
         self.detections += len(det)
         self._line(rec)
@@ -131,6 +138,7 @@ class PredictionWriter:
         if self._video is not None:
             self._video.release()
             self._video = None
+            self._video_path.replace(self.out / f"{self.stem}.mp4")
         return summary
 
 

@@ -33,28 +33,33 @@ def mot_lines(frame: int, tracks: Tracks) -> list[str]:
 
 
 class MOTWriter:
-    """Append frames to a MOTChallenge txt file (opened on the first write)."""
+    """Write frames to a MOTChallenge txt file: lines go to a temporary file in the same
+    folder, renamed to ``path`` by :meth:`close` (a killed run leaves no half file)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._f = None
+        self._tmp: Path | None = None
         self.rows = 0
+
+    def _open(self) -> None:
+        from ..outputs import temporary_path
+        self._tmp = temporary_path(self.path)
+        self._f = open(self._tmp, "w")
 
     def write(self, frame: int, tracks: Tracks) -> None:
         if self._f is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = open(self.path, "w")
+            self._open()
         for line in mot_lines(frame, tracks):
             self._f.write(line + "\n")
             self.rows += 1
 
     def close(self) -> None:
         if self._f is None:  # nothing tracked: still leave an (empty) file
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text("")
-        else:
-            self._f.close()
-            self._f = None
+            self._open()
+        self._f.close()
+        self._f = None
+        self._tmp.replace(self.path)
 
     def __enter__(self):
         return self
@@ -90,9 +95,6 @@ def read_mot_txt(path: str | Path) -> np.ndarray:
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    """Write ``data`` as JSON (atomically: a temporary file, then a rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(p)
+    """Write ``data`` as JSON (atomically: a unique temporary file, then a rename)."""
+    from ..outputs import atomic_write_text
+    atomic_write_text(path, json.dumps(data, indent=1))
