@@ -27,7 +27,8 @@ from pathlib import Path
 from ._version import __version__
 from .errors import DamoyoloError
 
-__all__ = ["FORMAT", "MetadataError", "export_metadata", "set_onnx_metadata", "read_metadata",
+__all__ = ["FORMAT", "MetadataError", "export_metadata", "parse_metadata", "check_pair",
+           "file_sha256", "set_onnx_metadata", "read_metadata",
            "set_openvino_metadata", "read_openvino_metadata", "tensorrt_metadata_path",
            "write_tensorrt_metadata", "read_tensorrt_metadata"]
 
@@ -60,6 +61,64 @@ def export_metadata(model, input_hw: tuple[int, int], mode: str, **extra) -> dic
     return meta
 
 
+# the keys a reader relies on, with their JSON types
+_REQUIRED = {"class_names": list, "input_size": list, "mode": str, "reg_max": int,
+             "strides": list, "conf_thresh": (int, float), "iou_thresh": (int, float)}
+
+
+def parse_metadata(text: str | bytes, where: str) -> dict:
+    """Parse and check a metadata JSON object; :class:`MetadataError` naming ``where`` and the
+    problem when it is not JSON, not an object, or lacks or mistypes a key readers use."""
+    try:
+        meta = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MetadataError(f"{where}: damoyolo metadata is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise MetadataError(f"{where}: damoyolo metadata is a JSON {type(meta).__name__}, not "
+                            f"an object")
+    for key, kind in _REQUIRED.items():
+        if key not in meta:
+            raise MetadataError(f"{where}: damoyolo metadata lacks {key!r}; export the model "
+                                f"again")
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+            raise MetadataError(f"{where}: damoyolo metadata {key!r} is "
+                                f"{type(meta[key]).__name__}, expected {_kind(kind)}")
+    hw = meta["input_size"]
+    if len(hw) != 2 or not all(isinstance(v, int) and 0 < v <= 16384 for v in hw):
+        raise MetadataError(f"{where}: damoyolo metadata input_size {hw!r} is not [H, W] of "
+                            f"positive integers")
+    if not all(isinstance(n, str) for n in meta["class_names"]):
+        raise MetadataError(f"{where}: damoyolo metadata class_names must be strings")
+    return meta
+
+
+def _kind(kind) -> str:
+    return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_pair(meta: dict, key: str, path: Path, what: str) -> None:
+    """When ``meta[key]`` holds a SHA-256, the file ``path`` must have it: an export and its
+    metadata (or an IR's ``.xml`` and ``.bin``) written by different exports do not load."""
+    want = meta.get(key)
+    if not want:
+        return
+    if not path.is_file():
+        raise MetadataError(f"{path}: missing; {what} was exported with it")
+    if file_sha256(path) != want:
+        raise MetadataError(f"{path}: does not belong to {what} (its checksum differs from the "
+                            f"one recorded at export: an interrupted or mixed export); export "
+                            f"the model again")
+
+
 def set_onnx_metadata(onnx_model, meta: dict) -> None:
     """Store ``meta`` in an ONNX ``ModelProto`` (replacing its ``metadata_props``)."""
     del onnx_model.metadata_props[:]
@@ -83,10 +142,13 @@ def read_metadata(path: str | Path) -> dict:
         return read_openvino_metadata(ov.Core().read_model(str(path)), path)
     from ._optional import import_optional
     onnx = import_optional("onnx", "reading an ONNX file")
-    m = onnx.load(str(path), load_external_data=False)
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf raises its own DecodeError
+        raise MetadataError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
     for e in m.metadata_props:
         if e.key == KEY:
-            return json.loads(e.value)
+            return parse_metadata(e.value, str(path))
     raise MetadataError(f"{path}: no damoyolo metadata (not exported by damoyolo?)")
 
 
@@ -101,7 +163,11 @@ def read_openvino_metadata(ov_model, path: str | Path | None = None) -> dict:
         where = f"{path}: " if path is not None else ""
         raise MetadataError(f"{where}OpenVINO model has no damoyolo metadata (not exported by "
                             "damoyolo?)")
-    return json.loads(ov_model.get_rt_info([KEY]).astype(str))
+    where = str(path) if path is not None else "OpenVINO model"
+    meta = parse_metadata(ov_model.get_rt_info([KEY]).astype(str), where)
+    if path is not None:
+        check_pair(meta, "weights_sha256", Path(path).with_suffix(".bin"), str(path))
+    return meta
 
 
 def tensorrt_metadata_path(engine: str | Path) -> Path:
@@ -111,9 +177,10 @@ def tensorrt_metadata_path(engine: str | Path) -> Path:
 
 
 def write_tensorrt_metadata(engine: str | Path, meta: dict) -> Path:
-    """Write ``meta`` beside ``engine``; returns the JSON path."""
+    """Write ``meta`` beside ``engine`` (atomically); returns the JSON path."""
+    from .outputs import atomic_write_text
     p = tensorrt_metadata_path(engine)
-    p.write_text(json.dumps(meta, indent=1))
+    atomic_write_text(p, json.dumps(meta, indent=1))
     return p
 
 
@@ -122,4 +189,6 @@ def read_tensorrt_metadata(engine: str | Path) -> dict:
     p = tensorrt_metadata_path(engine)
     if not p.is_file():
         raise MetadataError(f"{p}: missing metadata file written by damoyolo export")
-    return json.loads(p.read_text())
+    meta = parse_metadata(p.read_bytes(), str(p))
+    check_pair(meta, "engine_sha256", Path(engine), str(p))
+    return meta

@@ -20,7 +20,7 @@ _PROBE = textwrap.dedent("""
     from damoyolo.errors import DamoyoloError
     from damoyolo.infer.backends import BackendError, TensorRTBackend
     try:
-        TensorRTBackend(sys.argv[2])
+        TensorRTBackend(sys.argv[2], trust_engine=sys.argv[3] == "trust")
         err = None
     except DamoyoloError as e:
         err = {"type": type(e).__name__, "backend": isinstance(e, BackendError), "msg": str(e)}
@@ -29,8 +29,9 @@ _PROBE = textwrap.dedent("""
 """)
 
 
-def _probe(mode, path):
-    out = subprocess.run([sys.executable, "-c", _PROBE, mode, str(path)], capture_output=True,
+def _probe(mode, path, trust="trust"):
+    out = subprocess.run([sys.executable, "-c", _PROBE, mode, str(path), trust],
+                         capture_output=True,
                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -50,3 +51,29 @@ def test_engine_path_checked_without_exporter(tmp_path):
     r = _probe("fake", tmp_path / "absent.engine")
     assert r["export"] == []
     assert r["err"] is not None and "absent.engine" in r["err"]["msg"], r
+
+
+def test_an_engine_loads_only_when_trusted(tmp_path):
+    """An engine is native code: without trust_engine it is refused before anything is read
+    or imported (also where tensorrt is installed)."""
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not read")
+    for mode in ("fake", "missing"):
+        r = _probe(mode, engine, trust="no")
+        msg = r["err"]["msg"]
+        assert r["err"]["backend"] and "--trust-engine" in msg and "untrusted" in msg, r
+        assert "\n" not in msg
+
+
+def test_cli_refuses_an_untrusted_engine(tmp_path, capsys):
+    from damoyolo.cli import main
+    import cv2
+    import numpy as np
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    (tmp_path / "imgs").mkdir()
+    cv2.imwrite(str(tmp_path / "imgs" / "a.jpg"), np.zeros((32, 32, 3), np.uint8))
+    for cmd in (["predict", "--source", str(tmp_path / "imgs"), "--out",
+                 str(tmp_path / "out")], ["bench"]):
+        assert main([cmd[0], "--weights", str(engine), *cmd[1:]]) == 2
+        assert "--trust-engine" in capsys.readouterr().err

@@ -29,6 +29,13 @@ def add_detector_arguments(p: argparse.ArgumentParser, out: str, conf_help: str,
     p.add_argument("--batch", type=int, default=batch,
                    help=f"{per}s per forward pass (default {batch})")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
+    add_trust_engine_argument(p)
+
+
+def add_trust_engine_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-engine", action="store_true",
+                   help="allow a TensorRT engine to load: an engine is native code, so only "
+                        "one you built or trust")
 
 
 def open_detector(args: argparse.Namespace, conf: float):
@@ -40,7 +47,7 @@ def open_detector(args: argparse.Namespace, conf: float):
     return Detector(args.weights, backend=args.backend, device=args.device, conf=conf,
                     iou=args.iou, max_det=args.max_det, classes=args.classes, half=args.half,
                     imgsz=parse_imgsz(args.imgsz), model=args.model, threads=args.threads,
-                    batch_size=args.batch)
+                    batch_size=args.batch, trust_engine=args.trust_engine)
 
 
 def output_folder(args: argparse.Namespace, inputs: list) -> "Path":

@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CPU threads (default: all cores available to the process)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--half", action="store_true")
+    from ._detector import add_trust_engine_argument
+    add_trust_engine_argument(p)
     p.add_argument("--no-postprocess", action="store_true", help="time the model only")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
 
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as td:
         det, torch_model = open_bench_detector(
             args.weights, model=args.model, backend=args.backend, imgsz=imgsz, batch=args.batch,
-            device=args.device, half=args.half, threads=threads, workdir=td)
+            device=args.device, half=args.half, threads=threads, workdir=td,
+            trust_engine=args.trust_engine)
         res = benchmark_detector(det, batch=args.batch, runs=args.runs, warmup=args.warmup,
                                  threads=threads, postprocess=not args.no_postprocess)
     params, gflops = model_complexity(torch_model, det.input_size)
@@ -72,5 +75,6 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(f"{k:<{w}}  {v}" for k, v in rows))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        from ..outputs import atomic_write_text
+        atomic_write_text(args.json, json.dumps(out, indent=1))
     return 0

@@ -72,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.weights).with_suffix(suffix)
     if int8_cpu and not args.out:
         out = out.with_name(f"{out.stem}_int8{suffix}")
+    from ..outputs import refuse_overlap
+    refuse_overlap(out, [args.weights], what="export")
+    if args.format == "openvino":
+        refuse_overlap(out.with_suffix(".bin"), [args.weights], what="export")
     model = load_model(args.weights, model=args.model)
     if int8_cpu:
         from ..export.quantize import export_int8

@@ -166,11 +166,9 @@ def _run_search(args) -> int:
                   "(timings are noisy here: run on a quiet machine or loosen the budget)")
     best = result.best
     from pathlib import Path
+    from ..outputs import atomic_write_text
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(dump_structure_official(to_detector_form(best.blocks)))
-    tmp.replace(out)
+    atomic_write_text(out, dump_structure_official(to_detector_form(best.blocks)))
     top = [{"score": c.score, "layers": c.layers, "latency_s": c.latency, "flops": c.macs,
             "params": c.params, "usage": c.usage(budgets),
             "structure": dump_structure_official(to_detector_form(c.blocks))}
@@ -179,7 +177,7 @@ def _run_search(args) -> int:
                "candidates": result.evaluated, "accepted": result.accepted,
                "seconds": result.seconds, "top": top, "retimed": result.retimed}
     side = out.with_name(out.name + ".json")
-    side.write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(side, json.dumps(summary, indent=1) + "\n")
     print(f"best: {_describe(best, args.image_size)}")
     print(f"{result.evaluated} candidates in {result.seconds:.1f} s "
           f"({result.seconds / max(1, result.evaluated) * 1000:.3f} ms each); "

@@ -34,6 +34,8 @@ def add_arguments(p) -> None:
                    help="detections kept per image (default: the preset's; an end-to-end "
                         "export keeps at most its own max_det)")
     p.add_argument("--save-json", help="write COCO-format results to this file")
+    from ._detector import add_trust_engine_argument
+    add_trust_engine_argument(p)
 
 
 def _is_default_names(names: list[str]) -> bool:
@@ -67,7 +69,8 @@ def run(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pred = open_predictor(args.weights, backend=args.backend, model=args.model, device=device,
                           imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
-                          threads=args.threads, batch=args.batch)
+                          threads=args.threads, batch=args.batch,
+                          trust_engine=args.trust_engine)
     for note in pred.notes:
         print(note)
     idx = load_dataset(args.data, split=args.split)

@@ -149,9 +149,8 @@ def evaluate(predict, loader, gt: dict, category_ids: list[int] | None = None,
         n_img += len(targets)
         t0 = time.perf_counter()
     if results_path is not None:
-        p = Path(results_path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(results))
+        from ..outputs import atomic_write_text
+        atomic_write_text(results_path, json.dumps(results))
     metrics, per_class = coco_metrics(gt, results, stages.class_names)
     n = max(n_img, 1)
     timing = {"preprocess": 1e3 * t_pre / n, "inference": 1e3 * t_inf / n, "nms": 1e3 * t_nms / n}

@@ -95,7 +95,7 @@ def open_predictor(weights, backend: str | None = None, model: str | None = None
                    device: str = "cpu", imgsz: tuple[int, int] | None = None,
                    conf: float | None = None, iou: float | None = None,
                    max_det: int | None = None, threads: int | None = None,
-                   batch: int = 8) -> Predictor:
+                   batch: int = 8, trust_engine: bool = False) -> Predictor:
     """Open a checkpoint (torch) or an exported model for evaluation.
 
     backend: default from the suffix (:data:`damoyolo.infer.backends.SUFFIXES`; an unknown
@@ -118,7 +118,7 @@ def open_predictor(weights, backend: str | None = None, model: str | None = None
         notes.append(f"note: --model is ignored for exported models ({weights} carries its "
                      "preset in its metadata)")
     det = Detector(weights, backend=backend, device=device, conf=conf, iou=iou,
-                   threads=threads, batch_size=batch, imgsz=imgsz)
+                   threads=threads, batch_size=batch, imgsz=imgsz, trust_engine=trust_engine)
     meta = det.backend.meta
     det.max_det = max_det or _preset_max_det(meta.get("preset"))
     if det.backend.mode == "end2end":

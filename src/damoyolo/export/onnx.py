@@ -40,6 +40,7 @@ from ..errors import DamoyoloError
 from ..metadata import export_metadata, read_metadata
 from ..metadata import set_onnx_metadata as _set_metadata
 from ..models.heads.zero_head import decode_dfl, flatten_dfl, make_priors
+from ..outputs import atomic_write_bytes, temporary_path
 
 __all__ = ["MODES", "ExportError", "RawExport", "RawHeadsExport", "export_onnx",
            "export_metadata", "add_end2end_nms", "read_metadata"]
@@ -248,7 +249,7 @@ def export_onnx(model: nn.Module, path: str | Path, imgsz: tuple[int, int] | Non
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     x = torch.zeros(batch, 3, *hw)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_path(path)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, (x,), str(tmp), opset_version=opset, input_names=["images"],
@@ -273,7 +274,5 @@ def export_onnx(model: nn.Module, path: str | Path, imgsz: tuple[int, int] | Non
         meta["batch"] = batch
     _set_metadata(m, meta)
     onnx.checker.check_model(m)
-    data = m.SerializeToString()
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic_write_bytes(path, m.SerializeToString())
     return path

@@ -45,6 +45,30 @@ def export_openvino(model: nn.Module, path: str | Path, half: bool = False, **on
         meta = read_metadata(onnx_path)
         ov_model = ov.convert_model(str(onnx_path))
     meta["openvino_weights"] = "f16" if half else "f32"
-    set_openvino_metadata(ov_model, meta)
-    ov.save_model(ov_model, str(path), compress_to_fp16=half)
+    write_ir_pair(ov, ov_model, path, meta, half)
     return path
+
+
+def write_ir_pair(ov, ov_model, path: Path, meta: dict, half: bool = False) -> None:
+    """Save ``ov_model`` as ``path`` (.xml) + ``.bin`` with ``meta``, atomically as far as a
+    pair allows: both are written under temporary names, the ``.bin``'s checksum goes into
+    the metadata (``weights_sha256``, checked when the model is read), then the ``.bin`` and
+    the ``.xml`` are renamed into place.  A kill leaves either the old pair, or a pair whose
+    checksum does not match and which refuses to load."""
+    from ..metadata import file_sha256
+    from ..outputs import temporary_path
+    tmp_xml = temporary_path(path)
+    tmp_bin = tmp_xml.with_suffix(".bin")
+    try:
+        set_openvino_metadata(ov_model, {**meta, "weights_sha256": None})
+        ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=half)
+        meta = {**meta, "weights_sha256": file_sha256(tmp_bin)}
+        set_openvino_metadata(ov_model, meta)  # the same weights again, now with their sum
+        ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=half)
+        if file_sha256(tmp_bin) != meta["weights_sha256"]:
+            raise ExportError(f"{path}: OpenVINO wrote different weights twice")
+        tmp_bin.replace(path.with_suffix(".bin"))
+        tmp_xml.replace(path)
+    finally:
+        tmp_xml.unlink(missing_ok=True)
+        tmp_bin.unlink(missing_ok=True)

@@ -56,6 +56,7 @@ from torch import nn
 
 from .._cpu import is_x86, torch_cpu_has
 from .._optional import import_optional
+from ..outputs import atomic_write_bytes, atomic_write_text
 from .onnx import ExportError
 
 __all__ = ["QuantizeError", "Calibration", "FloatHead", "load_calibration", "float_head_onnx",
@@ -718,7 +719,7 @@ def export_int8(model: nn.Module, path: str | Path, format: str = "openvino", *,
             # the temporary quantized files need the metadata the backends read
             search.quantize = _with_metadata(search, read_metadata(search_src))
             table = _sensitivity(search, _Holdout(calib), max_drop, threads, fp32_eval, progress, log,
-                                 save=lambda t: table_path.write_text(json.dumps(
+                                 save=lambda t: atomic_write_text(table_path, json.dumps(
                                      {**head_info, **t}, indent=1)))
             float_blocks = list(table["float_blocks"])
         # the requested graph; an ONNX end-to-end graph gets its NMS after quantization
@@ -744,8 +745,8 @@ def export_int8(model: nn.Module, path: str | Path, format: str = "openvino", *,
             _, q = target.quantize(float_blocks, td / "final.xml")
             meta["openvino_weights"] = "int8"
             meta["quantization"] = settings
-            set_openvino_metadata(q, meta)
-            target.ov.save_model(q, str(path), compress_to_fp16=False)
+            from .openvino import write_ir_pair
+            write_ir_pair(target.ov, q, path, meta)
         else:
             import onnx
             _, q = target.quantize(float_blocks, td / "final.onnx")
@@ -762,14 +763,12 @@ def export_int8(model: nn.Module, path: str | Path, format: str = "openvino", *,
             meta["quantization"] = settings
             set_onnx_metadata(q, meta)
             onnx.checker.check_model(q)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(q.SerializeToString())
-            tmp.replace(path)
+            atomic_write_bytes(path, q.SerializeToString())
     res = Int8Result(path, settings, table)
     if table is not None:
         res.table_path = table_path
         table_out = {**head_info, **table}
-        table_path.write_text(json.dumps(table_out, indent=1))
+        atomic_write_text(table_path, json.dumps(table_out, indent=1))
         if table["blocks"]:
             res.chart_path = write_sensitivity_chart(
                 table_out, prefix.with_suffix(".png"),

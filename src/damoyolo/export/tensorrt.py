@@ -115,8 +115,15 @@ def export_tensorrt(model: nn.Module, path: str | Path, half: bool = True, int8:
     engine = builder.build_serialized_network(network, config)
     if engine is None:
         raise ExportError("TensorRT engine build failed (see the TensorRT log above)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(bytes(engine))
+    from ..metadata import file_sha256
+    from ..outputs import temporary_path
     meta["tensorrt_precision"] = "int8" if int8 else ("fp16" if half else "fp32")
-    write_tensorrt_metadata(path, meta)
+    tmp = temporary_path(path)  # engine, then its metadata with the engine's checksum
+    try:
+        tmp.write_bytes(bytes(engine))
+        meta["engine_sha256"] = file_sha256(tmp)
+        write_tensorrt_metadata(path, meta)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -182,7 +182,12 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, path, device: str = "cuda:0"):
+    def __init__(self, path, device: str = "cuda:0", trust_engine: bool = False):
+        if not trust_engine:
+            raise BackendError(
+                f"{path}: a TensorRT engine is native code, and loading one from an untrusted "
+                f"source is running untrusted code; load an engine you built or trust with "
+                f"--trust-engine (trust_engine=True)")
         from .._tensorrt import check_tensorrt
         from ..metadata import read_tensorrt_metadata
         trt = check_tensorrt("TensorRT inference", BackendError)
@@ -247,8 +252,11 @@ def is_export(path) -> bool:
 
 def open_backend(weights, backend: str | None = None, device: str = "cpu",
                  threads: int | None = None, half: bool = False, model: str | None = None,
-                 imgsz: tuple[int, int] | None = None) -> Backend:
-    """Open ``weights`` with ``backend`` (default: chosen from the file suffix)."""
+                 imgsz: tuple[int, int] | None = None, trust_engine: bool = False) -> Backend:
+    """Open ``weights`` with ``backend`` (default: chosen from the file suffix).
+
+    trust_engine: allow a TensorRT engine to load (an engine is native code: only engines
+    you built or trust)."""
     from ..models.detector import DAMOYOLO
     if backend is None:
         backend = "torch" if isinstance(weights, DAMOYOLO) else backend_for_path(weights)
@@ -267,7 +275,7 @@ def open_backend(weights, backend: str | None = None, device: str = "cpu",
         return OnnxRuntimeBackend(weights, device=device, threads=threads)
     if backend == "openvino":
         return OpenVINOBackend(weights, device=device, threads=threads)
-    return TensorRTBackend(weights, device=device)
+    return TensorRTBackend(weights, device=device, trust_engine=trust_engine)
 
 
 def default_threads() -> int:

@@ -78,7 +78,7 @@ def benchmark_detector(det: Detector, batch: int = 1, runs: int = 50, warmup: in
 def open_bench_detector(weights=None, model: str | None = None, backend: str | None = None,
                         imgsz: tuple[int, int] | None = None, batch: int = 1,
                         device: str = "cpu", half: bool = False, threads: int | None = None,
-                        workdir: str | Path | None = None):
+                        workdir: str | Path | None = None, trust_engine: bool = False):
     """The :class:`Detector` to benchmark, and the architecture to count (params, FLOPs).
 
     weights: a checkpoint or an export; model: a preset name (random weights) instead.  A
@@ -115,7 +115,7 @@ def open_bench_detector(weights=None, model: str | None = None, backend: str | N
                            "checkpoints")
     det = Detector(weights, backend=backend, device=device, half=half,
                    imgsz=imgsz if backend == "torch" else None, threads=threads,
-                   batch_size=batch)
+                   batch_size=batch, trust_engine=trust_engine)
     if net is None:  # an export: the architecture named in its metadata
         meta = det.backend.meta
         net = build_model(meta["preset"], num_classes=len(meta["class_names"]))

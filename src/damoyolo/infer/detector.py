@@ -65,19 +65,22 @@ class Detector:
         model: preset name, needed for official checkpoints.
         threads: CPU threads for the backend (default: the runtime's own choice).
         batch_size: images per forward pass when the graph accepts any batch size.
+        trust_engine: load a TensorRT engine (native code: only an engine you built or trust;
+            without it an engine is refused).
     """
 
     def __init__(self, weights, backend: str | None = None, device: str = "cpu",
                  conf: float | None = None, iou: float | None = None, max_det: int = 300,
                  classes: Sequence[int] | None = None, half: bool = False,
                  imgsz: int | tuple[int, int] | None = None, model: str | None = None,
-                 threads: int | None = None, batch_size: int = 8):
+                 threads: int | None = None, batch_size: int = 8, trust_engine: bool = False):
         if isinstance(imgsz, int):
             imgsz = (imgsz, imgsz)
         if imgsz is not None and any(v <= 0 or v % 32 for v in imgsz):
             raise ConfigError(f"imgsz {tuple(imgsz)} must be positive multiples of 32")
         self.backend: Backend = open_backend(weights, backend, device=device, threads=threads,
-                                             half=half, model=model, imgsz=imgsz)
+                                             half=half, model=model, imgsz=imgsz,
+                                             trust_engine=trust_engine)
         meta = self.backend.meta
         if imgsz is not None and tuple(imgsz) != self.backend.input_size:
             raise ConfigError(f"{weights}: exported for input {tuple(meta['input_size'])}, "

@@ -280,9 +280,6 @@ def profile_table(out: str | Path, channels: Iterable[int], resolutions: Iterabl
         rows.append(format_row(op, predictor.batch, predictor.conv_ms(op)))
         if progress:
             progress(i + 1, len(grid))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(rows) + "\n")
-    tmp.replace(out)
+    from ..outputs import atomic_write_text
+    atomic_write_text(out, "\n".join(rows) + "\n")
     return len(rows)
