@@ -144,6 +144,61 @@ def to_plain_data(obj: Any, where: str = "checkpoint") -> Any:
                           f"data (tensors, numbers, strings, lists, dicts)")
 
 
+# bounds of a stored model config, far above any published or sensible model: a crafted
+# checkpoint cannot make the loader allocate without limit
+_BOUNDS = {"num_classes": 100_000, "reg_max": 256, "input_side": 16384, "channels": 8192,
+           "neck_depth": 16.0, "hidden_ratio": 16.0, "kernel": 15, "stride": 128,
+           "max_det": 100_000}
+
+
+def stored_model_config(obj: dict, path) -> ModelConfig:
+    """The model config stored in our checkpoint ``obj``, checked before anything is built:
+    present, well-formed, within :data:`_BOUNDS`, and with its backbone structure inline or
+    packaged (a checkpoint never names a file to read)."""
+    from .config import ConfigError
+    from .models.backbones.structure import StructureError, is_packaged_structure, \
+        load_structure
+    raw = obj.get("model_config")
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: a damoyolo checkpoint without its model config "
+                              f"('model_config' is {type(raw).__name__})")
+    if "model" not in obj and "ema" not in obj:
+        raise CheckpointError(f"{path}: a damoyolo checkpoint without weights ('model')")
+    try:
+        cfg = from_dict(ModelConfig, raw)
+    except (ConfigError, TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: bad model config: {e}") from None
+    b, n, h = _BOUNDS, cfg.neck, cfg.head
+    problems = []
+    if not 1 <= h.num_classes <= b["num_classes"]:
+        problems.append(f"head.num_classes={h.num_classes}")
+    if not 1 <= h.reg_max <= b["reg_max"]:
+        problems.append(f"head.reg_max={h.reg_max}")
+    if not 1 <= h.kernel_size <= b["kernel"]:
+        problems.append(f"head.kernel_size={h.kernel_size}")
+    if not 1 <= h.max_det <= b["max_det"]:
+        problems.append(f"head.max_det={h.max_det}")
+    if not h.strides or any(not 1 <= s <= b["stride"] for s in h.strides):
+        problems.append(f"head.strides={h.strides}")
+    if len(cfg.input_size) != 2 or any(not 32 <= v <= b["input_side"] for v in cfg.input_size):
+        problems.append(f"input_size={cfg.input_size}")
+    if not n.out_channels or any(not 1 <= c <= b["channels"] for c in n.out_channels):
+        problems.append(f"neck.out_channels={n.out_channels}")
+    if not 0 < n.depth <= b["neck_depth"] or not 0 < n.hidden_ratio <= b["hidden_ratio"]:
+        problems.append(f"neck.depth={n.depth}, neck.hidden_ratio={n.hidden_ratio}")
+    if problems:
+        raise CheckpointError(f"{path}: model config out of bounds: {', '.join(problems)}")
+    st = str(cfg.backbone.structure)
+    if not (st.lstrip().startswith(("{", "[")) or is_packaged_structure(st)):
+        raise CheckpointError(f"{path}: backbone structure {st[:80]!r} is neither inline nor a "
+                              f"packaged structure; a checkpoint never names a file to read")
+    try:
+        load_structure(st)  # bounded parse before any layer is built
+    except StructureError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return cfg
+
+
 def load_model(path: str | Path, model: str | ModelConfig | None = None,
                device: str | torch.device = "cpu", class_names: list[str] | None = None,
                trust_code: bool = False) -> DAMOYOLO:
@@ -156,7 +211,7 @@ def load_model(path: str | Path, model: str | ModelConfig | None = None,
     import dataclasses
     obj = read_checkpoint(path, trust_code=trust_code)
     if obj.get("format") == FORMAT:
-        cfg = from_dict(ModelConfig, obj["model_config"])
+        cfg = stored_model_config(obj, path)
         if model is not None:
             want = get_preset(model).model if isinstance(model, str) else model
             stored = dataclasses.replace(cfg, name=want.name, head=dataclasses.replace(
@@ -164,11 +219,24 @@ def load_model(path: str | Path, model: str | ModelConfig | None = None,
             if dataclasses.replace(want, input_size=cfg.input_size) != dataclasses.replace(
                     stored, input_size=cfg.input_size):
                 raise CheckpointError(f"{path}: checkpoint holds {cfg.name}, not {want.name}")
-        net = DAMOYOLO(cfg, class_names or obj.get("class_names"))
+        names = class_names or obj.get("class_names")
+        if names is not None and (not isinstance(names, (list, tuple))
+                                  or len(names) != cfg.head.num_classes):
+            n = len(names) if isinstance(names, (list, tuple)) else repr(names)
+            raise CheckpointError(f"{path}: {n} class names for the {cfg.head.num_classes} "
+                                  f"classes of its model config")
+        net = DAMOYOLO(cfg, names)
         sd = obj.get("ema") or obj["model"]
         if isinstance(sd, dict) and "state_dict" in sd:
             sd = sd["state_dict"]
-        missing, unexpected = net.load_state_dict(strip_module_prefix(sd), strict=False)
+        if not isinstance(sd, dict):
+            raise CheckpointError(f"{path}: 'model' is a {type(sd).__name__}, not a state dict")
+        try:
+            missing, unexpected = net.load_state_dict(strip_module_prefix(sd), strict=False)
+        except RuntimeError as e:  # shapes that do not fit the stored config
+            first = str(e).strip().splitlines()[1:2] or [str(e)[:200]]
+            raise CheckpointError(f"{path}: weights do not fit the stored {cfg.name} config: "
+                                  f"{first[0].strip()}") from None
         if missing or unexpected:
             raise CheckpointError(f"{path}: weights do not fit {cfg.name}: missing {missing[:8]}, "
                                   f"unexpected {unexpected[:8]}")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from .errors import DamoyoloError
+from .imageheader import ImageTooLargeError, check_image_pixels, header_size
 
 __all__ = ["IMAGE_SUFFIXES", "ImageMeta", "read_image", "to_rgb_uint8", "preprocess_image",
            "preprocess_batch"]
@@ -70,14 +71,25 @@ def to_rgb_uint8(img: np.ndarray, source: str = "image", channel_order: str = "r
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB; clear error for missing/corrupt files."""
+    """Read an image file as HxWx3 uint8 RGB; clear error for missing/corrupt files and for
+    images over the pixel limit (checked from the header before decoding, see
+    :mod:`damoyolo.imageheader`)."""
     p = Path(path)
     if not p.is_file():
         raise ImageReadError(f"{p}: no such image file")
     data = np.fromfile(str(p), dtype=np.uint8)
     if data.size == 0:
         raise ImageReadError(f"{p}: empty file")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    hw = header_size(data[:65536].tobytes())
+    if hw is not None:  # before decoding: a small file can claim a huge image
+        try:
+            check_image_pixels(hw, str(p))
+        except ImageTooLargeError as e:
+            raise ImageReadError(str(e)) from None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # OpenCV's own limits and decoder failures
+        raise ImageReadError(f"{p}: not decodable ({str(e).strip().splitlines()[-1]})") from None
     if img is None:
         raise ImageReadError(f"{p}: not a readable image (corrupt or unsupported format)")
     return to_rgb_uint8(img, str(p), channel_order="bgr")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..imageheader import max_image_pixels
 from ..preprocess import IMAGE_SUFFIXES
 from .imageinfo import image_size
 from .records import DataReport, DatasetError, DatasetIndex, Record
@@ -36,6 +37,14 @@ def _size_from_file(path: Path, report: DataReport, message: str) -> tuple[int, 
     if hw is None:
         report.add("missing_image" if not path.is_file() else "corrupt_image", message)
     return hw
+
+
+def _oversized(h: int, w: int, where: str, report: DataReport) -> bool:
+    """True (and counted) when an image of h x w pixels is over the pixel limit: skipped."""
+    if h * w <= max_image_pixels():
+        return False
+    report.add("oversized_image", f"{where}: {w}x{h} pixels")
+    return True
 
 
 def _sanitize_boxes(boxes: np.ndarray, labels: np.ndarray, h: int, w: int, where: str,
@@ -59,6 +68,29 @@ def _sanitize_boxes(boxes: np.ndarray, labels: np.ndarray, h: int, w: int, where
         report.add("box_degenerate", f"{where} box {i}: {np.round(boxes[i], 2).tolist()}")
     keep = ~degenerate
     return clipped[keep].astype(np.float32), labels[keep].astype(np.int64)
+
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _inside_root(path: Path, root: Path) -> bool:
+    """Whether ``path`` (joined from a name in an annotation file) stays inside ``root``."""
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _read_text(p: Path, what: str) -> str:
+    """A text file as UTF-8; :class:`DatasetError` naming the file when it is not."""
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{p}: {what} is not UTF-8 text (byte {e.start}: "
+                           f"{e.object[e.start:e.start + 1]!r})") from None
 
 
 def _is_number(v) -> bool:
@@ -108,7 +140,7 @@ def load_coco(json_path: str | Path, split: str | None = None, image_root: str |
     jp = Path(json_path)
     report = DataReport(source=str(jp))
     try:
-        data = json.loads(jp.read_text())
+        data = json.loads(jp.read_bytes())
     except FileNotFoundError:
         raise DatasetError(f"{jp}: no such annotation file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -155,10 +187,21 @@ def load_coco(json_path: str | Path, split: str | None = None, image_root: str |
             report.add("malformed", f"{rec}: not an object")
             continue
         if "id" in a:
+            if not isinstance(a["id"], (int, str)) or isinstance(a["id"], bool):
+                report.add("malformed", f"{rec}: id must be an integer, got {_short(a['id'])}")
+                continue
             if a["id"] in ann_ids:
                 report.add("duplicate_annotation_id", f"{rec}: id {a['id']} used twice")
                 continue
             ann_ids.add(a["id"])
+        if not isinstance(a.get("image_id"), int) or isinstance(a.get("image_id"), bool):
+            report.add("malformed", f"{rec}: image_id must be an integer, got "
+                                    f"{_short(a.get('image_id'))}")
+            continue
+        if not isinstance(a.get("category_id"), int) or isinstance(a.get("category_id"), bool):
+            report.add("malformed", f"{rec}: category_id must be an integer, got "
+                                    f"{_short(a.get('category_id'))}")
+            continue
         if a.get("image_id") not in images:
             report.add("unknown_image", f"{rec}: image_id {a.get('image_id')!r} not in 'images'")
             continue
@@ -183,6 +226,10 @@ def load_coco(json_path: str | Path, split: str | None = None, image_root: str |
     for img_id in sorted(images):
         im = images[img_id]
         path = root / str(im["file_name"])
+        if not _inside_root(path, root):
+            report.add("malformed", f"{jp}: image id {img_id}: file_name {im['file_name']!r} "
+                                    f"points outside the image folder {root}")
+            continue
         h, w = im.get("height"), im.get("width")
         if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
             hw = _size_from_file(path, report,
@@ -191,6 +238,8 @@ def load_coco(json_path: str | Path, split: str | None = None, image_root: str |
             if hw is None:
                 continue
             h, w = hw
+        if _oversized(h, w, f"{path} (image id {img_id})", report):
+            continue
         anns = per_image[img_id]
         boxes = np.array([b for b, _ in anns], dtype=np.float64).reshape(-1, 4)
         labels = np.array([lab for _, lab in anns], dtype=np.int64)
@@ -205,21 +254,29 @@ def load_coco(json_path: str | Path, split: str | None = None, image_root: str |
 # ----------------------------------------------------------------------------- YOLO
 
 def _read_names_file(p: Path) -> list[str]:
-    return [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+    return [ln.strip() for ln in _read_text(p, "the class-names file").splitlines() if ln.strip()]
 
 
 def _parse_yaml_names(p: Path) -> tuple[list[str], dict]:
-    text = p.read_text()
+    text = _read_text(p, "the dataset YAML")
     try:
         import yaml  # optional
         data = yaml.safe_load(text) or {}
     except ImportError:
         data = _mini_yaml(text)
     except Exception as e:  # yaml.YAMLError
-        raise DatasetError(f"{p}: invalid YAML: {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DatasetError(f"{p}: invalid YAML: {first}") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{p}: expected a mapping with a 'names' key, got a YAML "
+                           f"{type(data).__name__}")
     names = data.get("names")
     if isinstance(names, dict):
-        keys = sorted(int(k) for k in names)
+        try:
+            keys = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{p}: 'names' as a mapping must map class index -> name "
+                               f"(0: cat, 1: dog), got keys {_short(list(names)[:5])}") from None
         if keys != list(range(len(keys))):
             raise DatasetError(f"{p}: 'names' keys must be 0..C-1, got {keys}")
         names = [str(names[k] if k in names else names[str(k)]) for k in keys]
@@ -331,9 +388,11 @@ def load_yolo(root: str | Path, split: str | None = None) -> DatasetIndex:
             report.add("corrupt_image", f"{ip}: cannot read the image size")
             continue
         h, w = hw
+        if _oversized(h, w, str(ip), report):
+            continue
         boxes, labels = [], []
         if lp.is_file():
-            for ln_no, line in enumerate(lp.read_text().splitlines(), 1):
+            for ln_no, line in enumerate(_read_text(lp, "the label file").splitlines(), 1):
                 parts = line.split()
                 if not parts:
                     continue
@@ -342,6 +401,9 @@ def load_yolo(root: str | Path, split: str | None = None) -> DatasetIndex:
                     vals = [float(v) for v in parts]
                 except ValueError:
                     report.add("malformed", f"{where}: non-numeric value in {line.strip()!r}")
+                    continue
+                if not all(math.isfinite(v) for v in vals):
+                    report.add("malformed", f"{where}: non-finite value in {line.strip()!r}")
                     continue
                 if len(vals) < 5 or (len(vals) > 5 and len(vals) % 2 == 0):
                     report.add("malformed", f"{where}: expected 'class cx cy w h' (or a polygon), "
@@ -388,7 +450,8 @@ def load_voc(root: str | Path, split: str | None = None) -> DatasetIndex:
         lst = root / "ImageSets" / "Main" / f"{split}.txt"
         if not lst.is_file():
             raise DatasetError(f"{root}: no image list {lst} for split {split!r}")
-        stems = [ln.split()[0] for ln in lst.read_text().splitlines() if ln.strip()]
+        stems = [ln.split()[0] for ln in _read_text(lst, "the image list").splitlines()
+                 if ln.strip()]
         xmls = [ann_dir / f"{s}.xml" for s in stems]
     else:
         xmls = sorted(ann_dir.glob("*.xml"))
@@ -402,6 +465,9 @@ def load_voc(root: str | Path, split: str | None = None) -> DatasetIndex:
         except ET.ParseError as e:
             report.add("malformed", f"{xp}: invalid XML: {e}")
             continue
+        except UnicodeDecodeError as e:
+            report.add("malformed", f"{xp}: not readable text ({e.reason})")
+            continue
         parsed.append((xp, tree))
     names_file = next((root / n for n in ("labels.txt", "classes.txt") if (root / n).is_file()), None)
     if names_file is not None:
@@ -414,18 +480,23 @@ def load_voc(root: str | Path, split: str | None = None) -> DatasetIndex:
     for img_id, (xp, tree) in enumerate(parsed):
         fname = tree.findtext("filename") or f"{xp.stem}.jpg"
         ip = img_dir / fname
+        if not _inside_root(ip, img_dir):
+            report.add("malformed", f"{xp}: <filename> {fname!r} points outside {img_dir}")
+            continue
         if not ip.is_file() and (img_dir / f"{xp.stem}.jpg").is_file():
             ip = img_dir / f"{xp.stem}.jpg"
         try:
             h = int(float(tree.findtext("size/height")))
             w = int(float(tree.findtext("size/width")))
             assert h > 0 and w > 0
-        except (TypeError, ValueError, AssertionError):
-            hw = _size_from_file(ip, report, f"{ip} ({xp.name}): no <size> and the image is "
-                                             f"unreadable")
+        except (TypeError, ValueError, OverflowError, AssertionError):  # absent, nan, inf
+            hw = _size_from_file(ip, report, f"{ip} ({xp.name}): no valid <size> and the image "
+                                             f"is unreadable")
             if hw is None:
                 continue
             h, w = hw
+        if _oversized(h, w, f"{ip} ({xp.name})", report):
+            continue
         boxes, labels = [], []
         for k, o in enumerate(tree.iter("object")):
             name = (o.findtext("name") or "").strip()

@@ -55,6 +55,8 @@ FAULTS: dict[str, tuple[str, str]] = {
     "unknown_image": ("error", "annotation refers to an image id that is not declared"),
     "malformed": ("error", "malformed annotation entry"),
     "converted_image": ("warning", "grayscale / RGBA / 16-bit image (converted to 8-bit RGB)"),
+    "oversized_image": ("warning", "image over the pixel limit, not decoded (skipped; "
+                                   "DAMOYOLO_MAX_IMAGE_PIXELS raises the limit)"),
     "size_mismatch": ("warning", "declared image size differs from the file (file size used)"),
     "box_clipped": ("warning", "box outside the image (clipped to the image)"),
     "box_degenerate": ("warning", "box with zero or negative area (dropped)"),

@@ -74,9 +74,12 @@ def read_mot_txt(path: str | Path) -> np.ndarray:
     p = Path(path)
     rows = []
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise MOTFileError(f"{p}: cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise MOTFileError(f"{p}: not a MOTChallenge text file (not UTF-8 at byte {e.start})"
+                           ) from None
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:

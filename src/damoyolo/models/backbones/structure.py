@@ -123,10 +123,17 @@ def _from_our_dict(entry: dict, index: int, source: str) -> BlockSpec:
         raise StructureError(f"{source}: block {index}: {e}") from None
 
 
+# bounds of a structure, far above any searched or published backbone: a crafted file
+# cannot make the builder allocate without limit
+MAX_CHANNELS, MAX_KERNEL, MAX_LAYERS, MAX_BLOCKS = 8192, 15, 64, 64
+
+
 def validate_structure(blocks: list[BlockSpec], source: str = "structure") -> list[BlockSpec]:
     """Check the channel chain and field ranges; return ``blocks`` unchanged."""
     if not blocks:
         raise StructureError(f"{source}: empty structure")
+    if len(blocks) > MAX_BLOCKS:
+        raise StructureError(f"{source}: {len(blocks)} blocks, more than {MAX_BLOCKS}")
     if blocks[0].kind != STEM:
         raise StructureError(f"{source}: the first block must be the stem (ConvKXBNRELU)")
     for i, b in enumerate(blocks):
@@ -136,6 +143,10 @@ def validate_structure(blocks: list[BlockSpec], source: str = "structure") -> li
             raise StructureError(f"{source}: block {i}: only the first block may be a stem")
         if min(b.in_channels, b.out_channels) <= 0 or b.kernel <= 0 or b.stride not in (1, 2):
             raise StructureError(f"{source}: block {i} has invalid channels/kernel/stride: {b}")
+        if (max(b.in_channels, b.out_channels, b.btn) > MAX_CHANNELS or b.kernel > MAX_KERNEL
+                or b.num_layers > MAX_LAYERS):
+            raise StructureError(f"{source}: block {i} is out of bounds (channels <= "
+                                 f"{MAX_CHANNELS}, kernel <= {MAX_KERNEL}, L <= {MAX_LAYERS}): {b}")
         if b.kind != STEM and (b.btn <= 0 or b.num_layers <= 0):
             raise StructureError(f"{source}: block {i} needs btn > 0 and L > 0: {b}")
         if i > 0 and b.in_channels != blocks[i - 1].out_channels:

@@ -1,0 +1,183 @@
+"""Crafted files end in one clear line naming the file, never a traceback or a runaway
+allocation: each case goes through ``damoyolo.cli.main`` as a user's command would."""
+
+from __future__ import annotations
+
+import json
+import resource
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from damoyolo.cli import main
+
+torch.set_num_threads(1)
+
+
+def _png(w: int, h: int) -> bytes:
+    """A valid ~60-byte PNG whose header claims w x h pixels."""
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b""))
+
+
+def _img(p: Path) -> None:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(p), np.zeros((32, 32, 3), np.uint8))
+
+
+def _coco(d: Path, mutate) -> Path:
+    _img(d / "train" / "a.jpg")
+    js = {"images": [{"id": 1, "file_name": "a.jpg", "height": 32, "width": 32}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10],
+                           "area": 100, "iscrowd": 0}],
+          "categories": [{"id": 1, "name": "x"}]}
+    mutate(js)
+    (d / "annotations").mkdir(parents=True, exist_ok=True)
+    (d / "annotations" / "train.json").write_text(json.dumps(js))
+    return d
+
+
+def _yolo(d: Path, yaml: bytes | None, label: bytes = b"0 0.5 0.5 0.2 0.2\n") -> Path:
+    _img(d / "images" / "train" / "a.jpg")
+    (d / "labels" / "train").mkdir(parents=True, exist_ok=True)
+    (d / "labels" / "train" / "a.txt").write_bytes(label)
+    if yaml is not None:
+        (d / "data.yaml").write_bytes(yaml)
+    return d
+
+
+def _voc(d: Path, size_xml: str, filename: str = "a.jpg") -> Path:
+    _img(d / "JPEGImages" / "a.jpg")
+    (d / "Annotations").mkdir(parents=True, exist_ok=True)
+    (d / "Annotations" / "a.xml").write_text(
+        f"<annotation><filename>{filename}</filename><size>{size_xml}</size><object><name>x"
+        f"</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox>"
+        f"</object></annotation>")
+    return d
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from damoyolo import build_model, save_model
+    p = tmp_path_factory.mktemp("ck") / "ok.pt"
+    save_model(build_model("damoyolo-ns", class_names=["a"]), p)
+    return p
+
+
+def _crafted_ckpt(ckpt: Path, out: Path, edit) -> Path:
+    ck = torch.load(ckpt, weights_only=True)
+    ck["model_config"] = json.loads(json.dumps(ck["model_config"]))
+    edit(ck)
+    torch.save(ck, out)
+    return out
+
+
+def _set(section, key, value):
+    def edit(ck):
+        ck["model_config"][section][key] = value
+    return edit
+
+
+def _source(t: Path) -> str:
+    _img(t / "imgs" / "a.jpg")
+    return str(t / "imgs")
+
+
+def _predict_ckpt(edit):
+    def build(t, c):
+        return ["predict", "--weights", str(_crafted_ckpt(c, t / "x.pt", edit)), "--source",
+                _source(t), "--out", str(t / "o")], "x.pt", "err"
+    return build
+
+
+def _names_file_not_utf8(t, c):
+    d = _yolo(t / "d", None)
+    (d / "classes.txt").write_bytes(b"\xff\xfe")
+    return ["data", "check", str(d)], "classes.txt", "err"
+
+
+def _bomb_in_dataset(t, c):
+    d = _yolo(t / "d", b"names: [a]\n")
+    (d / "images" / "train" / "b.png").write_bytes(_png(100000, 100000))
+    return ["data", "check", str(d)], "b.png", "warn"  # a named fault; the image is skipped
+
+
+def _bomb_predict(t, c):
+    (t / "b.png").write_bytes(_png(100000, 100000))
+    return ["predict", "--weights", str(c), "--source", str(t / "b.png"), "--out",
+            str(t / "o"), "--no-progress"], "b.png", "err"
+
+
+def _gt_not_utf8(t, c):
+    (t / "gt.txt").write_bytes(b"\xff\xfe1,1\n")
+    return ["track", "--weights", str(c), "--source", _source(t), "--gt", str(t / "gt.txt"),
+            "--out", str(t / "o"), "--no-progress"], "gt.txt", "err"
+
+
+def _out_is_a_file(t, c):
+    (t / "f").write_text("x")
+    return ["predict", "--weights", str(c), "--source", _source(t), "--out", str(t / "f")], \
+        "f", "err"
+
+
+def _data(builder, named, where):
+    return lambda t, c: (["data", "check", str(builder(t / "d"))], named, where)
+
+
+# name -> builder(tmp, ckpt) -> (argv, the file the message names, where: err / out / warn)
+CASES = {
+    "coco_list_image_id": _data(lambda d: _coco(d, lambda j: j["annotations"][0].update(
+        image_id=[1])), "train.json", "out"),
+    "coco_mapping_category_id": _data(lambda d: _coco(d, lambda j: j["annotations"][0].update(
+        category_id={"a": 1})), "train.json", "out"),
+    "coco_file_name_outside_root": _data(lambda d: _coco(d, lambda j: j["images"][0].update(
+        file_name="../../../../etc/passwd")), "train.json", "out"),
+    "yolo_names_name_to_id": _data(lambda d: _yolo(d, b"names:\n  cat: 0\n  dog: 1\n"),
+                                   "data.yaml", "err"),
+    "yolo_yaml_is_a_list": _data(lambda d: _yolo(d, b"- a\n- b\n"), "data.yaml", "err"),
+    "yolo_yaml_is_a_scalar": _data(lambda d: _yolo(d, b"hello\n"), "data.yaml", "err"),
+    "yolo_yaml_not_utf8": _data(lambda d: _yolo(d, b"names: [\xff\xfe]\n"), "data.yaml", "err"),
+    "yolo_label_not_utf8": _data(lambda d: _yolo(d, b"names: [a]\n", label=b"\xff\xfe 0.5\n"),
+                                 "a.txt", "err"),
+    "yolo_names_file_not_utf8": _names_file_not_utf8,
+    "yolo_label_nan_inf": _data(lambda d: _yolo(d, b"names: [a]\n",
+                                                label=b"0 nan 0.5 0.2 inf\n"), "a.txt", "out"),
+    "voc_filename_outside_root": _data(lambda d: _voc(d, "<width>32</width><height>32</height>",
+                                                      "../../x.jpg"), "a.xml", "out"),
+    "decompression_bomb_data_check": _bomb_in_dataset,
+    "decompression_bomb_predict": _bomb_predict,
+    "checkpoint_without_model": _predict_ckpt(lambda ck: (ck.pop("model"), ck.pop("ema", None))),
+    "checkpoint_huge_num_classes": _predict_ckpt(_set("head", "num_classes", 10 ** 9)),
+    "checkpoint_huge_channels": _predict_ckpt(_set("neck", "out_channels", [10 ** 7] * 3)),
+    "checkpoint_structure_is_a_path": _predict_ckpt(_set("backbone", "structure",
+                                                         "/etc/hostname")),
+    "checkpoint_config_and_weights_disagree": _predict_ckpt(lambda ck: (
+        ck["model_config"]["head"].update(num_classes=3), ck.update(class_names=None))),
+    "gt_not_utf8": _gt_not_utf8,
+    "out_names_an_existing_file": _out_is_a_file,
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_crafted_file_is_one_clear_line(name, tmp_path, ckpt, capsys):
+    argv, named, where = CASES[name](tmp_path, ckpt)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rc = main(argv)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    cap = capsys.readouterr()
+    assert rc != 0 or where == "warn", (name, cap.out[-500:], cap.err[-500:])
+    assert "Traceback" not in cap.err and "Traceback" not in cap.out
+    if where == "err":
+        lines = cap.err.strip().splitlines()
+        assert len(lines) == 1 and named in lines[0], (name, cap.err)
+    else:  # data check: the report names the file and the fault
+        assert named in cap.out, cap.out
+        assert ("ERROR" in cap.out) if where == "out" else ("WARNING" in cap.out), cap.out
+    assert grown_mb < 1024, f"{name}: peak memory grew {grown_mb:.0f} MB"
