@@ -1,6 +1,7 @@
 """Checkpoints are untrusted data: loading never runs code; searched structures travel inside."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -67,3 +68,20 @@ def test_an_old_checkpoint_with_numpy_state_upgrades_once(tmp_path):
     ck = read_checkpoint(tmp_path / "new.pt")
     assert torch.is_tensor(ck["rng"]["numpy"][1])
     assert load_model(tmp_path / "new.pt").num_classes == 3
+
+
+def test_unsafe_torch_versions_are_refused_before_reading(tmp_path):
+    from damoyolo.checkpoint import CheckpointError, check_safe_torch, read_checkpoint
+    for v in ("2.5.1", "2.9.0+cpu", "1.13.1"):
+        with pytest.raises(CheckpointError, match=re.escape(f"torch {v} cannot read")):
+            check_safe_torch(v)
+    for v in ("2.10.0", "2.13.0+cpu", "3.0.0"):
+        check_safe_torch(v)
+    import torch
+    real = torch.__version__
+    try:
+        torch.__version__ = "2.5.1"
+        with pytest.raises(CheckpointError, match="CVE-2025-32434"):
+            read_checkpoint(tmp_path / "any.pt")
+    finally:
+        torch.__version__ = real

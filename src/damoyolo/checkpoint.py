@@ -80,6 +80,22 @@ def save_model(model: DAMOYOLO, path: str | Path, category_ids: list[int] | None
     atomic_save({**checkpoint_header(model, category_ids), **extra}, path)
 
 
+SAFE_TORCH = (2, 10)  # weights_only loading: bypass to code execution up to 2.5.1
+# (CVE-2025-32434), memory corruption in its unpickler before 2.10 (CVE-2026-24747)
+
+
+def check_safe_torch(version: str | None = None) -> None:
+    """Refuse to read checkpoints with a torch whose ``weights_only`` loading is not safe."""
+    import re
+    v = version or torch.__version__
+    m = re.match(r"(\d+)\.(\d+)", v)
+    if m and (int(m.group(1)), int(m.group(2))) < SAFE_TORCH:
+        raise CheckpointError(f"torch {v} cannot read checkpoints safely (its weights_only "
+                              f"loading can run code from a crafted file: CVE-2025-32434, "
+                              f"CVE-2026-24747); install torch >= "
+                              f"{'.'.join(map(str, SAFE_TORCH))}")
+
+
 def read_checkpoint(path: str | Path, trust_code: bool = False) -> dict:
     """Load a checkpoint file onto the CPU as data, with a clear error when it is not one.
 
@@ -92,6 +108,7 @@ def read_checkpoint(path: str | Path, trust_code: bool = False) -> dict:
     """
     import pickle
     p = Path(path)
+    check_safe_torch()
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file")
     try:

@@ -146,10 +146,36 @@ def read_metadata(path: str | Path) -> dict:
         m = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - protobuf raises its own DecodeError
         raise MetadataError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
+    if _uses_external_data(onnx, m):
+        raise MetadataError(f"{path}: the ONNX file refers to external data files; damoyolo "
+                            f"exports keep their weights inside, and a crafted reference can "
+                            f"point outside the model's folder, so the file is refused")
     for e in m.metadata_props:
         if e.key == KEY:
             return parse_metadata(e.value, str(path))
     raise MetadataError(f"{path}: no damoyolo metadata (not exported by damoyolo?)")
+
+
+def _uses_external_data(onnx, model) -> bool:
+    """Whether any tensor of the graph (initializers, constant attributes, subgraphs) keeps its
+    data in an external file."""
+    ext = onnx.TensorProto.EXTERNAL
+
+    def graph(g) -> bool:
+        if any(t.data_location == ext for t in g.initializer):
+            return True
+        for node in g.node:
+            for a in node.attribute:
+                if a.HasField("t") and a.t.data_location == ext:
+                    return True
+                if any(t.data_location == ext for t in a.tensors):
+                    return True
+                if a.HasField("g") and graph(a.g):
+                    return True
+                if any(graph(sg) for sg in a.graphs):
+                    return True
+        return False
+    return graph(model.graph)
 
 
 def set_openvino_metadata(ov_model, meta: dict) -> None:

@@ -89,3 +89,17 @@ def test_export_never_replaces_its_input(tmp_path, capsys):
     before = ck.read_bytes()
     assert main(["export", "--weights", str(ck), "--format", "onnx", "--out", str(ck)]) == 2
     assert "would overwrite" in capsys.readouterr().err and ck.read_bytes() == before
+
+
+def test_onnx_with_external_data_is_refused(tmp_path):
+    from damoyolo.export import export_onnx
+    p = export_onnx(_model(0), tmp_path / "m.onnx", imgsz=(64, 64), simplify=False)
+    m = onnx.load(str(p))
+    init = m.graph.initializer[0]
+    init.data_location = onnx.TensorProto.EXTERNAL
+    e = init.external_data.add()
+    e.key, e.value = "location", "../../../../etc/passwd"
+    out = tmp_path / "ext.onnx"
+    out.write_bytes(m.SerializeToString())
+    with pytest.raises(MetadataError, match="ext.onnx: the ONNX file refers to external data"):
+        read_metadata(out)
