@@ -300,6 +300,7 @@ class TrainConfig:
     # at the usable cores (see damoyolo.data.build_loader)
     device: str = ""  # "" = cuda when available (the local rank's GPU), else cpu
     sync_bn: bool = False
+    ddp_timeout: float = 60.0  # minutes a rank waits in a collective (rank 0 evaluates alone)
     channels_last: bool | None = None  # None: auto (engine.trainer.use_channels_last)
     channels_last_stem: bool | None = None  # None: auto (engine.trainer.use_channels_last_stem)
     keep_freed_memory: bool = True  # CPU, glibc: reuse freed blocks (damoyolo.engine.cpu_memory)

@@ -76,3 +76,51 @@ def test_two_process_accumulation_skips_the_all_reduce_until_the_step(tmp_path):
         assert r["no_sync"] == 1  # the first micro-batch only: the step's backward syncs
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), f"model.{k} differs between ranks"
+
+
+def _resume_worker(rank, world, port, out_dir):
+    rank_env(rank, world, port)
+    import shutil
+
+    from damoyolo.engine import Trainer
+    from damoyolo.engine import distributed as du
+    from engine_standin import RectDataset, build_loader, tiny_cfg, tiny_model
+
+    def trainer(folder, resume=None):
+        cfg = tiny_cfg(os.path.join(out_dir, folder), epochs=3, warmup_epochs=0.5,
+                       base_lr_per_img=0.001, seed=4321)
+        return Trainer(tiny_model(), RectDataset(8, seed=2), cfg, loader_fn=build_loader,
+                       progress=False, resume=resume)
+
+    full = trainer("full")
+    keep = full._checkpoint_callback
+
+    def checkpoint(epoch, record):  # the last.pt a kill -9 after epoch 1 would leave
+        keep(epoch, record)
+        if epoch == 0 and rank == 0:
+            shutil.copy(os.path.join(out_dir, "full", "last.pt"),
+                        os.path.join(out_dir, "epoch1.pt"))
+    full._checkpoint_callback = checkpoint
+    full.epoch_end_callbacks = lambda: [full._eval_callback, full._log_callback,
+                                        full._best_callback, checkpoint]
+    full.fit()
+    du.barrier()
+    resumed = trainer("resumed", resume=os.path.join(out_dir, "epoch1.pt"))
+    rng_after_resume = torch.get_rng_state()
+    resumed.fit()
+    torch.save({"full": dict(full.model.named_parameters()),
+                "resumed": dict(resumed.model.named_parameters()),
+                "rng_after_resume": rng_after_resume},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+    du.cleanup()
+
+
+def test_two_process_run_resumes_exactly_with_per_rank_random_streams(tmp_path):
+    a, b = spawn_two_ranks(_resume_worker, tmp_path)
+    ck = torch.load(tmp_path / "epoch1.pt", weights_only=True)
+    ranks = ck["rng_ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
+    for r, res in enumerate((a, b)):  # each rank got its own streams back
+        assert torch.equal(res["rng_after_resume"], ranks[r]["torch"])
+        for k, v in res["full"].items():
+            assert torch.equal(v, res["resumed"][k]), f"rank {r}: {k} differs after resume"

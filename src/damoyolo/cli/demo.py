@@ -63,7 +63,8 @@ def claim_folder(out: "Path") -> None:  # noqa: F821
     from ..outputs import OutputError, is_empty_dir
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is a file; name a folder with --out")
-    if out.is_dir() and not (out / MARK).exists() and not is_empty_dir(out):
+    ours = (out / MARK).exists() or (out / "data" / "demo_params.json").exists()  # or older
+    if out.is_dir() and not ours and not is_empty_dir(out):
         raise OutputError(f"{out}: holds files that `damoyolo demo` did not write; the demo "
                           f"resets its own folder each time, so name a new or empty folder "
                           f"with --out")

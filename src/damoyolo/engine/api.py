@@ -70,7 +70,7 @@ def _with_run_folder(exp: ExperimentConfig, output, resume, exist_ok: bool, prog
         import torch.distributed as dist
 
         from .distributed import init_distributed
-        init_distributed(exp.train.device)
+        init_distributed(exp.train.device, exp.train.ddp_timeout)
         box = [chosen]
         dist.broadcast_object_list(box, src=0)
         chosen = box[0]
@@ -183,7 +183,8 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     if cache:  # memory-checked first; one copy per node under torchrun
         if world > 1:  # the ranks share it via the group
             from .distributed import init_distributed
-            init_distributed(tcfg.device)  # the Trainer's own call then finds it joined
+            # the Trainer's own call then finds it joined
+            init_distributed(tcfg.device, tcfg.ddp_timeout)
         train_set.cache_images(progress=progress, workers=planned)
         if progress and int(os.environ.get("LOCAL_RANK", "0")) == 0:
             print(train_set.image_cache.summary(), flush=True)

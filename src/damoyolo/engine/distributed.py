@@ -10,7 +10,9 @@ import torch.distributed as dist
 from ..config import ConfigError
 
 __all__ = ["init_distributed", "is_distributed", "rank", "world_size", "is_main", "barrier",
-           "all_reduce_sum", "cleanup"]
+           "all_reduce_sum", "gather_objects", "cleanup", "DEFAULT_TIMEOUT_MIN"]
+
+DEFAULT_TIMEOUT_MIN = 60.0  # train.ddp_timeout: how long a rank waits for the others
 
 
 def is_distributed() -> bool:
@@ -34,10 +36,14 @@ def wants_cuda(device: str = "") -> bool:
     return device.startswith("cuda") or (device == "" and torch.cuda.is_available())
 
 
-def init_distributed(device: str = "") -> tuple[torch.device, int]:
+def init_distributed(device: str = "", timeout_min: float | None = None
+                     ) -> tuple[torch.device, int]:
     """Join the process group when ``WORLD_SIZE`` > 1 (set by torchrun); pick the device.
 
-    Returns (device, local_rank).  Backend: nccl on CUDA, gloo on CPU.
+    Returns (device, local_rank).  Backend: nccl on CUDA, gloo on CPU.  timeout_min: how long a
+    collective waits for the other ranks (``train.ddp_timeout``, default 60 minutes: rank 0
+    evaluates alone while the others wait at a barrier, and torch's own default of 10
+    minutes for NCCL aborts a job whose evaluation takes longer).
     """
     ws = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -50,7 +56,10 @@ def init_distributed(device: str = "") -> tuple[torch.device, int]:
     else:
         dev = torch.device("cpu")
     if ws > 1 and not is_distributed():
-        dist.init_process_group(backend="nccl" if want_cuda else "gloo")
+        from datetime import timedelta
+        minutes = DEFAULT_TIMEOUT_MIN if timeout_min is None else float(timeout_min)
+        dist.init_process_group(backend="nccl" if want_cuda else "gloo",
+                                timeout=timedelta(minutes=minutes))
     return dev, local_rank
 
 
@@ -64,6 +73,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def gather_objects(obj):
+    """Every rank's ``obj`` (picklable plain data), as a list in rank order, on every rank."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def cleanup() -> None:

@@ -224,7 +224,7 @@ class Trainer:
                  loader_fn: Callable | None = None, resume: str | Path | None = None,
                  progress: bool = True, task=None, bn_set=None):
         self.cfg = cfg
-        self.device, self.local_rank = du.init_distributed(cfg.device)
+        self.device, self.local_rank = du.init_distributed(cfg.device, cfg.ddp_timeout)
         self.rank, self.world = du.rank(), du.world_size()
         if cfg.batch_size % self.world:
             raise ConfigError(f"train.batch_size={cfg.batch_size} is not divisible by the "
@@ -365,8 +365,14 @@ class Trainer:
         self.start_epoch = int(ck["epoch"]) + 1
         self.best_map = float(ck.get("best_map", -1.0))
         self.history = list(ck.get("history", []))
-        if self.world == 1:  # per-rank streams differ; single process restores exactly
+        ranks = ck.get("rng_ranks")
+        if self.world == 1:
             _set_rng_state(ck["rng"])
+        elif isinstance(ranks, list) and len(ranks) == self.world:  # each rank its own streams
+            _set_rng_state(ranks[self.rank])
+        elif self.progress:
+            print(f"note: {path} holds the random streams of {len(ranks or [1])} process(es), "
+                  f"not {self.world}: the resumed run continues with fresh streams", flush=True)
 
     # ------------------------------------------------------------------ loop
     def _loader(self):
@@ -549,9 +555,13 @@ class Trainer:
             self.best_map = record["val_AP"]
 
     def _checkpoint_callback(self, epoch: int, record: dict) -> None:
+        # every rank's RNG streams, so that a resumed multi-process run continues exactly
+        rngs = du.gather_objects(_rng_state()) if du.is_distributed() else None
         if not du.is_main():
             return
         st = self.state(epoch)
+        if rngs is not None:
+            st["rng_ranks"] = rngs
         atomic_save(st, self.out_dir / "last.pt")
         if self.improved:
             atomic_save(st, self.out_dir / "best.pt")
