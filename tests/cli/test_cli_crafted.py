@@ -181,3 +181,20 @@ def test_crafted_file_is_one_clear_line(name, tmp_path, ckpt, capsys):
         assert named in cap.out, cap.out
         assert ("ERROR" in cap.out) if where == "out" else ("WARNING" in cap.out), cap.out
     assert grown_mb < 1024, f"{name}: peak memory grew {grown_mb:.0f} MB"
+
+
+def test_video_frames_over_the_pixel_limit_are_refused_before_decoding(tmp_path, ckpt, capsys):
+    from damoyolo.imageheader import set_max_image_pixels
+    video = tmp_path / "v.mp4"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (64, 48))
+    for _ in range(3):
+        w.write(np.zeros((48, 64, 3), np.uint8))
+    w.release()
+    set_max_image_pixels(64 * 48 - 1)
+    try:
+        rc = main(["predict", "--weights", str(ckpt), "--source", str(video), "--out",
+                   str(tmp_path / "o"), "--no-progress"])
+    finally:
+        set_max_image_pixels(None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "v.mp4: video frames: 64x48 pixels" in err[0]

@@ -216,6 +216,10 @@ def test_table_errors_name_the_file(tmp_path):
         TablePredictor(bad)
     with pytest.raises(TableError, match="does not exist"):
         TablePredictor(tmp_path / "missing")
+    for value in ("nan", "inf", "-0.5"):  # a NaN row would otherwise pass every budget
+        bad.write_text(f"{{Regular,1,8,16,16,8,3,1,0}} {value}\n")
+        with pytest.raises(TableError, match=r"bad.table:1: latency .* not a finite"):
+            TablePredictor(bad)
 
 
 # ------------------------------------------------------------------ CLI and detector

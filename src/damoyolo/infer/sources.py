@@ -89,6 +89,15 @@ class VideoSource:
             what = f"camera {spec}" if self.is_camera else f"{spec}"
             raise MissingFileError(f"{what}: cannot open video source")
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 25.0
+        w = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        h = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        if w > 0 and h > 0:  # frame size checked against the pixel limit before decoding
+            from ..imageheader import ImageTooLargeError, check_image_pixels
+            try:
+                check_image_pixels((h, w), f"{spec}: video frames")
+            except ImageTooLargeError as e:
+                self.cap.release()
+                raise VideoReadError(str(e)) from None
         n = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.count = None if self.is_camera or n <= 0 else n  # frames the file announces
         self.total = self.count

@@ -53,11 +53,14 @@ def parse_row(line: str, where: str) -> tuple[str, int, int, int, int, int, floa
         spec, ms = line.split()
         fields = spec.strip().lstrip("{").rstrip("}").split(",")
         conv_type, batch, cin, h, w, cout, k, s, elmt = fields
-        return (f"{conv_type} {int(s)} {int(elmt)} {int(k)}", int(batch), int(cin), int(cout),
-                int(h), int(w), float(ms))
+        row = (f"{conv_type} {int(s)} {int(elmt)} {int(k)}", int(batch), int(cin), int(cout),
+               int(h), int(w), float(ms))
     except ValueError:
         raise TableError(f"{where}: expected '{{Regular,B,C_in,H,W,C_out,k,s,elmtFused}} ms', "
                          f"got {line.strip()!r}") from None
+    if not math.isfinite(row[-1]) or row[-1] < 0:  # a NaN row would pass every budget check
+        raise TableError(f"{where}: latency {row[-1]} ms is not a finite non-negative number")
+    return row
 
 
 class _Group:

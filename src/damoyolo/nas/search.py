@@ -128,7 +128,7 @@ class Evaluator:
         if enforce and b.macs is not None and macs > b.macs:
             return None
         latency = self.predictor(blocks) if self.predictor is not None else None
-        if enforce and b.latency is not None and latency > b.latency:
+        if enforce and b.latency is not None and not latency <= b.latency:  # NaN: over
             return None
         score = madnas_score(blocks, self.stage_weights).total
         return Candidate(tuple(blocks), score, layers, macs, params, latency)
