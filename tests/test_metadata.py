@@ -55,7 +55,10 @@ def test_missing_metadata_names_the_file(exported, tmp_path):
 
 
 def test_tensorrt_sidecar_round_trip(tmp_path):
-    meta = {"format": "damoyolo-export", "tensorrt_precision": "fp16", "batch": 2}
+    import damoyolo
+    from damoyolo.metadata import export_metadata
+    meta = {**export_metadata(damoyolo.build_model("damoyolo-ns", class_names=["a"]), (64, 64),
+                              "raw"), "tensorrt_precision": "fp16", "batch": 2}
     p = write_tensorrt_metadata(tmp_path / "m.engine", meta)
     assert p.name == "m.engine.json"
     assert read_tensorrt_metadata(tmp_path / "m.engine") == meta == read_metadata(
