@@ -37,7 +37,7 @@ def _run(label: str, out: Path, model: str, data: Path, args, teacher: Path | No
     t0 = time.time()
     rec = damoyolo.train(model=model, data=data, epochs=epochs, batch=args.batch,
                          imgsz=args.imgsz, device=args.device, workers=args.workers,
-                         overrides=overrides, output=out, progress=False,
+                         overrides=overrides, output=out, progress=False, exist_ok=True,
                          teacher=None if teacher is None else str(teacher))
     # time_s: the whole run (the trainer's record holds the last epoch's time under that key)
     rec = {**rec, "label": label, "model": model, "epochs": epochs, "time_s": time.time() - t0}

@@ -30,7 +30,7 @@ def _run(model, data, out, epochs, batch, imgsz, seed, weights=None) -> tuple[li
     t0 = time.time()
     if not (out / "last.pt").exists():
         damoyolo.train(model=model, data=data, epochs=epochs, batch=batch, imgsz=imgsz,
-                       device="cpu", workers=1, weights=weights, output=out,
+                       device="cpu", workers=1, weights=weights, output=out, exist_ok=True,
                        overrides=["train.eval_interval=1", f"train.seed={seed}",
                                   "train.tensorboard=False"])
     with (out / "results.csv").open() as f:

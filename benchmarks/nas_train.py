@@ -119,7 +119,7 @@ def _train(label: str, out: Path, data: Path, args, structure: Path | None) -> d
     t0 = time.time()
     rec = damoyolo.train(model=args.model, data=data, epochs=args.epochs, batch=args.batch,
                          imgsz=args.imgsz, device="cpu", workers=args.workers,
-                         overrides=overrides, output=out, progress=False)
+                         overrides=overrides, output=out, progress=False, exist_ok=True)
     rec = {"label": label, "train_s": time.time() - t0, **rec}
     print(f"{label}: mAP {rec.get('val_AP', float('nan')):.4f}  AP50 "
           f"{rec.get('val_AP50', float('nan')):.4f}  ({rec['train_s']:.0f} s)", flush=True)

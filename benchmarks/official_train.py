@@ -267,7 +267,7 @@ def run_ours(args, out: Path) -> None:
     t0 = time.time()
     train(model=args.model, data=args.data, epochs=args.epochs, batch=args.batch,
           imgsz=args.imgsz, workers=args.workers, overrides=overrides, weights=weights,
-          output=out / "train", progress=False)
+          output=out / "train", progress=False, exist_ok=True)
     total_s = time.time() - t0
     ck = read_checkpoint(out / "train" / "last.pt")
     hist = ck["history"]

@@ -28,7 +28,8 @@ from damoyolo.engine.api import short_run_overrides
 def _cmd(args, data: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "damoyolo", "train", "--model", args.model, "--data", str(data),
             "--epochs", str(args.epochs), "--batch", str(args.batch), "--imgsz", str(args.imgsz),
-            "--device", "cpu", "--workers", str(args.workers), "--output", str(out)] + \
+            "--device", "cpu", "--workers", str(args.workers), "--output", str(out),
+            "--exist-ok"] + \
         [a for s in short_run_overrides(args.batch, 2e-3, warmup_epochs=1, no_aug_epochs=1,
                                         eval_interval=1, tensorboard=False)
          for a in ("--set", s)]

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                    val_fraction=args.val_images / n, classes=args.classes.split(","))
     run = out / "train"
     cmd = [sys.executable, "-m", "damoyolo", "train", "--model", args.model, "--data",
-           str(data), "--epochs", str(args.epochs), "--output", str(run)] + args.extra
+           str(data), "--epochs", str(args.epochs), "--output", str(run), "--exist-ok"] + args.extra
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.time() - t0

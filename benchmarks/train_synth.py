@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     rec = damoyolo.train(model=args.model, data=data, epochs=args.epochs, batch=args.batch,
                          imgsz=args.imgsz, device="cpu", workers=args.workers,
-                         overrides=overrides, output=run, resume=resume)
+                         overrides=overrides, output=run, resume=resume, exist_ok=True)
     wall = time.time() - t0
 
     with (run / "results.csv").open() as f:
