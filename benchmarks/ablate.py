@@ -331,7 +331,8 @@ def table(study: dict, res: dict[str, dict[int, dict]], teachers: dict[str, dict
     for key, t in (teachers or {}).items():
         lines.append(f"Teacher `{key}`: {t.get('model')}, {t.get('epochs')} epochs, mAP "
                      f"{_fmt(t.get('mAP'))} AP50 {_fmt(t.get('AP50'))} "
-                     f"({(t.get('seconds') or 0) / 60:.1f} min), sha256 {str(t.get('sha256'))[:12]}.")
+                     f"({(t.get('seconds') or 0) / 60:.1f} min), "
+                     f"sha256 {str(t.get('sha256'))[:12]}.")
     if teachers:
         lines.append("")
     lines += ["| arm | runs | mAP mean +- s.e. | seed s.d. | AP50 mean +- s.e. | min / run | "
@@ -356,7 +357,8 @@ def table(study: dict, res: dict[str, dict[int, dict]], teachers: dict[str, dict
         if arm == base:
             continue
         rs = res.get(arm, {})
-        dm, seeds = paired({s: r["mAP"] for s, r in rs.items()}, {s: r["mAP"] for s, r in b.items()})
+        dm, seeds = paired({s: r["mAP"] for s, r in rs.items()},
+                           {s: r["mAP"] for s, r in b.items()})
         da, _ = paired({s: r["AP50"] for s, r in rs.items()},
                        {s: r["AP50"] for s, r in b.items()})
         lo, hi = dm.interval()

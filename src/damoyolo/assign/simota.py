@@ -4,7 +4,8 @@ SimOTA is the assigner AlignedOTA refines.  It differs only in the classificatio
 the plain binary cross-entropy of the predicted class probabilities against the *hard*
 one-hot target of the GT's class, summed over the classes::
 
-    cost = BCE(p, onehot(label_g)).sum(classes) + 3 * (-log(IoU + 1e-8)) + 1e5 * (not in box and centre)
+    cost = BCE(p, onehot(label_g)).sum(classes) + 3 * (-log(IoU + 1e-8))
+           + 1e5 * (not in box and centre)
 
 (YOLOX's cost with the class probability in place of ``sqrt(cls * objectness)``: the head
 has no objectness branch).  Candidates (prior in a GT box or its centre region of radius

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_detector_arguments(p: argparse.ArgumentParser, out: str, conf_help: str,
@@ -50,12 +51,10 @@ def open_detector(args: argparse.Namespace, conf: float):
                     batch_size=args.batch, trust_engine=args.trust_engine)
 
 
-def output_folder(args: argparse.Namespace, inputs: list) -> "Path":
+def output_folder(args: argparse.Namespace, inputs: list) -> Path:
     """The folder this run writes into (:func:`damoyolo.outputs.run_dir`), created, after
     checking that it neither is, holds nor lies inside one of ``inputs`` (paths; globs and
     camera indices are skipped)."""
-    from pathlib import Path
-
     from ..outputs import refuse_overlap, run_dir
     out = run_dir(args.out, exist_ok=args.exist_ok)
     refuse_overlap(out, [Path(str(i)) for i in inputs if i is not None])

@@ -8,6 +8,7 @@ evaluates it (prints mAP) and predicts on a validation image, saving the drawn r
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = ("synthetic data -> train a few minutes on CPU -> val (mAP) -> predict a val image "
         "(no download)")
@@ -57,7 +58,7 @@ def _scene(seed: int, size: int = 480) -> "np.ndarray":  # noqa: F821
 MARK = ".damoyolo-demo"  # the file that marks a folder as the demo's own
 
 
-def claim_folder(out: "Path") -> None:  # noqa: F821
+def claim_folder(out: Path) -> None:
     """Make ``out`` the demo's folder: a new or empty folder is marked as the demo's; a
     folder holding files that the demo did not write is refused (nothing there is touched)."""
     from ..outputs import OutputError, is_empty_dir
@@ -73,12 +74,10 @@ def claim_folder(out: "Path") -> None:  # noqa: F821
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
     claim_folder(Path(args.out))
     if not args.smoke:
         return _full(args)
     import json
-    from pathlib import Path
 
     import cv2
     import torch
@@ -114,7 +113,6 @@ def run(args: argparse.Namespace) -> int:
 def _full(args: argparse.Namespace) -> int:
     import json
     import time
-    from pathlib import Path
 
     from . import main as cli
 
