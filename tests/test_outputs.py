@@ -118,3 +118,37 @@ def test_train_never_overwrites_an_earlier_run_and_resume_continues_in_place(tmp
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
     damoyolo.train(epochs=1, output=tmp_path / "runs" / "train", exist_ok=True, **kw)
     assert torch.load(tmp_path / "runs" / "train" / "last.pt", weights_only=True)["epoch"] == 0
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_dot_and_concurrent_claims(tmp_path, monkeypatch):
+    from damoyolo.outputs import claim_run_dir
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "x").write_text("x")
+    monkeypatch.chdir(work)
+    assert run_dir(".") == tmp_path / "work2"
+    a = claim_run_dir(tmp_path / "runs" / "train")
+    b = claim_run_dir(tmp_path / "runs" / "train")  # started together: not the same folder
+    assert (a, b) == (tmp_path / "runs" / "train", tmp_path / "runs" / "train2")
+    assert claim_run_dir(tmp_path / "runs" / "train", exist_ok=True) == a
+
+
+def test_predictions_of_a_reused_folder_read_as_the_last_run(tmp_path):
+    import json
+
+    from damoyolo.infer.results import read_predictions
+    rows = [{"type": "run", "n": 1}, {"type": "image", "image": "a"}, {"type": "summary", "k": 1},
+            {"type": "run", "n": 2}, {"type": "image", "image": "b"}, {"type": "summary", "k": 2}]
+    p = tmp_path / "predictions.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    head, body, summary = read_predictions(p)
+    assert head["n"] == 2 and [r["image"] for r in body] == ["b"] and summary["k"] == 2

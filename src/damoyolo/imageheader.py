@@ -5,7 +5,8 @@ A few hundred bytes of header can claim 100000 x 100000 pixels; decoding such a 
 first sized from its header (PNG, JPEG, BMP, GIF, WebP, TIFF, PNM) and refused above
 :func:`max_image_pixels`: by default 100 million pixels (e.g. 10000 x 10000), changed with
 the environment variable ``DAMOYOLO_MAX_IMAGE_PIXELS`` or :func:`set_max_image_pixels`.
-Formats whose header is not parsed here (JPEG 2000) keep OpenCV's own cap of 2^30 pixels.
+Formats whose header is not parsed here (JPEG 2000, BigTIFF) keep OpenCV's own cap of
+2^30 pixels.
 """
 
 from __future__ import annotations
@@ -87,23 +88,25 @@ def _jpeg(f) -> tuple[int, int] | None:
         f.seek(length - 2, 1)
 
 
-def _tiff(buf: bytes) -> tuple[int, int] | None:
-    end = "<" if buf[:2] == b"II" else ">"
-    if len(buf) < 8:
+def _tiff(f) -> tuple[int, int] | None:
+    f.seek(0)
+    head = f.read(8)
+    end = "<" if head[:2] == b"II" else ">"
+    if len(head) < 8:
         return None
-    off = struct.unpack(end + "I", buf[4:8])[0]
-    if off + 2 > len(buf):
+    f.seek(struct.unpack(end + "I", head[4:8])[0])  # the first directory, often at the end
+    raw = f.read(2)
+    if len(raw) < 2:
         return None
-    n = struct.unpack(end + "H", buf[off:off + 2])[0]
+    n = struct.unpack(end + "H", raw)[0]
+    entries = f.read(12 * min(n, 4096))
     dims: dict[int, int] = {}
-    for k in range(n):
-        e = off + 2 + 12 * k
-        if e + 12 > len(buf):
-            break
-        tag, typ = struct.unpack(end + "HH", buf[e:e + 4])
+    for k in range(len(entries) // 12):
+        e = entries[12 * k:12 * k + 12]
+        tag, typ = struct.unpack(end + "HH", e[:4])
         if tag in (256, 257):
-            dims[tag] = (struct.unpack(end + "H", buf[e + 8:e + 10])[0] if typ == 3
-                         else struct.unpack(end + "I", buf[e + 8:e + 12])[0])
+            dims[tag] = (struct.unpack(end + "H", e[8:10])[0] if typ == 3
+                         else struct.unpack(end + "I", e[8:12])[0])
     return (dims[257], dims[256]) if 256 in dims and 257 in dims else None
 
 
@@ -120,15 +123,20 @@ def _pnm(buf: bytes) -> tuple[int, int] | None:
         return None
 
 
-def header_size(buf: bytes) -> tuple[int, int] | None:
-    """(height, width) claimed by an image file's header, from its first bytes (a few KB
-    suffice for JPEG/TIFF; the whole file is fine); None for an unknown or broken header."""
+def header_size(data) -> tuple[int, int] | None:
+    """(height, width) claimed by an image file's header; ``data`` is the file's bytes or a
+    binary file object (read and seeked as needed: a JPEG's size marker may follow large
+    metadata segments, a TIFF's directory often sits at the end of the file).  None for an
+    unknown or broken header."""
+    f = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     try:
+        f.seek(0)
+        buf = f.read(512)
         if buf[:8] == b"\x89PNG\r\n\x1a\n" and len(buf) >= 24:
             w, h = struct.unpack(">II", buf[16:24])
             return int(h), int(w)
         if buf[:2] == b"\xff\xd8":
-            return _jpeg(io.BytesIO(buf))
+            return _jpeg(f)
         if buf[:2] == b"BM" and len(buf) >= 26:
             w, h = struct.unpack("<ii", buf[18:26])
             return abs(int(h)), abs(int(w))
@@ -149,9 +157,9 @@ def header_size(buf: bytes) -> tuple[int, int] | None:
                 return h & 0x3FFF, w & 0x3FFF
             return None
         if buf[:4] in (b"II*\x00", b"MM\x00*"):
-            return _tiff(buf)
+            return _tiff(f)
         if buf[:1] == b"P" and buf[1:2] in b"123456" and len(buf) > 2:
             return _pnm(buf)
-    except (struct.error, ValueError):
+    except (struct.error, ValueError, OSError):
         return None
     return None

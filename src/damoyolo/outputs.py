@@ -25,10 +25,11 @@ from typing import Iterator
 
 from .errors import DamoyoloError
 
-__all__ = ["OutputError", "run_dir", "refuse_overlap", "atomic_output", "atomic_write_text",
+__all__ = ["OutputError", "run_dir", "claim_run_dir", "refuse_overlap", "atomic_output", "atomic_write_text",
            "temporary_path",
            "atomic_write_bytes", "clean_stale_temporaries", "lock_run_dir", "is_empty_dir"]
 
+CLAIM = ".damoyolo-run"  # made exclusively by the run that takes a folder
 _TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp(?P<suffix>\.[^/]*)?$")
 
 
@@ -44,6 +45,23 @@ def is_empty_dir(path: Path) -> bool:
         return False
 
 
+def claim_run_dir(path: str | Path, exist_ok: bool = False) -> Path:
+    """:func:`run_dir`, and the folder claimed at once (created, with a ``.damoyolo-run``
+    file made exclusively), so that two runs started together never pick the same folder:
+    the one that loses the race takes the next number."""
+    for _ in range(100):
+        chosen = run_dir(path, exist_ok)
+        chosen.mkdir(parents=True, exist_ok=True)
+        if exist_ok:
+            return chosen
+        try:
+            os.close(os.open(chosen / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return chosen
+        except FileExistsError:  # another run took it a moment ago
+            continue
+    raise OutputError(f"{path}: could not claim a run folder")
+
+
 def run_dir(path: str | Path, exist_ok: bool = False) -> Path:
     """The folder a new run writes into: ``path`` when it is free (absent or empty) or
     ``exist_ok``, else the first free of ``path2``, ``path3``, ...  The folder is not created.
@@ -55,6 +73,10 @@ def run_dir(path: str | Path, exist_ok: bool = False) -> Path:
         raise OutputError(f"{path}: exists and is a file, not a folder; name an output folder")
     if exist_ok or not path.exists() or is_empty_dir(path):
         return path
+    if path.name in ("", ".", ".."):  # "." or ".." holding files: number the real folder
+        path = path.resolve()
+        if not path.name:
+            raise OutputError(f"{path}: the root folder holds files; name an output folder")
     stem = path.name
     m = re.fullmatch(r"(.*?)(\d+)", stem)
     base, start = (m.group(1), int(m.group(2)) + 1) if m and m.group(1) else (stem, 2)
@@ -97,9 +119,19 @@ def temporary_path(path: str | Path) -> Path:
     return _tmp_name(path)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_name(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp" + path.suffix,
                                dir=path.parent)
+    try:  # the permissions a plainly created file gets (mkstemp's are owner-only)
+        os.fchmod(fd, 0o666 & ~_umask())
+    except (AttributeError, OSError):  # not POSIX
+        pass
     os.close(fd)
     return Path(tmp)
 

@@ -80,7 +80,7 @@ def read_image(path: str | Path) -> np.ndarray:
     data = np.fromfile(str(p), dtype=np.uint8)
     if data.size == 0:
         raise ImageReadError(f"{p}: empty file")
-    hw = header_size(data[:65536].tobytes())
+    hw = header_size(data.tobytes())
     if hw is not None:  # before decoding: a small file can claim a huge image
         try:
             check_image_pixels(hw, str(p))

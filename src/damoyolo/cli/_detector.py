@@ -55,11 +55,12 @@ def output_folder(args: argparse.Namespace, inputs: list) -> Path:
     """The folder this run writes into (:func:`damoyolo.outputs.run_dir`), created, after
     checking that it neither is, holds nor lies inside one of ``inputs`` (paths; globs and
     camera indices are skipped)."""
-    from ..outputs import refuse_overlap, run_dir
+    from ..outputs import claim_run_dir, refuse_overlap, run_dir
     out = run_dir(args.out, exist_ok=args.exist_ok)
+    refuse_overlap(out, [Path(str(i)) for i in inputs if i is not None])
+    out = claim_run_dir(args.out, exist_ok=args.exist_ok)  # created now (a concurrent run)
     refuse_overlap(out, [Path(str(i)) for i in inputs if i is not None])
     if out != Path(args.out):
         print(f"output folder: {out} ({args.out} already holds files; --exist-ok writes "
               f"into it)", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
     return out

@@ -170,12 +170,17 @@ def run(args: argparse.Namespace) -> int:
                         video_tmp = temporary_path(out / f"{stem}_tracked.mp4")
                         writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"),
                                                  float(fps or 25.0), (w, h))
+                        if not writer.isOpened():
+                            video_tmp.unlink(missing_ok=True)
+                            raise OSError(f"{out / f'{stem}_tracked.mp4'}: this OpenCV cannot "
+                                          f"write mp4v video (use --no-save-video)")
                     writer.write(np.ascontiguousarray(drawn))
                 if args.save_frames or not is_video:
                     name = (f"{r.frame:06d}.jpg" if is_video else
                             f"{r.frame:06d}_{Path(r.name).stem}.jpg")
                     with atomic_output(frames_dir / name) as tmp:
-                        cv2.imwrite(str(tmp), drawn)
+                        if not cv2.imwrite(str(tmp), drawn):
+                            raise OSError(f"{frames_dir / name}: could not be written")
             records.append(rec)
     except KeyboardInterrupt:
         print("\ninterrupted: writing what was processed", file=sys.stderr)

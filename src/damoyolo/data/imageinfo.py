@@ -21,10 +21,9 @@ def image_size(path: str | Path) -> tuple[int, int] | None:
     p = Path(path)
     try:
         with open(p, "rb") as f:
-            head = f.read(65536)
+            hw = header_size(f)
     except OSError:
         return None
-    hw = header_size(head)
     if hw is not None:
         return hw
     try:
@@ -53,7 +52,7 @@ def inspect_image(path: str | Path) -> tuple[str | None, str | None, tuple[int, 
         return "corrupt_image", "truncated JPEG (no end-of-image marker)", None
     if raw[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in raw[-16:]:
         return "corrupt_image", "truncated PNG (no IEND chunk)", None
-    claimed = header_size(raw[:65536])
+    claimed = header_size(raw)
     if claimed is not None:
         try:
             check_image_pixels(claimed, str(p))

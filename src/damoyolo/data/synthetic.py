@@ -317,7 +317,8 @@ def _claim(out: Path) -> None:
     from ..outputs import OutputError, is_empty_dir
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is a file; name a folder for the dataset")
-    if out.is_dir() and not (out / SYNTH_MARK).exists() and not is_empty_dir(out):
+    ours = (out / SYNTH_MARK).exists() or (out / "demo_params.json").exists()  # or older
+    if out.is_dir() and not ours and not is_empty_dir(out):
         raise OutputError(f"{out}: holds files that are not a synthetic dataset written by "
                           f"damoyolo; name a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)

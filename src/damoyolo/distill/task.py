@@ -110,6 +110,12 @@ class DistillTask:
         self._last_weights = torch.zeros(0)  # per level, as applied in the latest forward
         self._levels = 0
         self.levels = None if cfg.levels is None else tuple(int(i) for i in cfg.levels)
+        if self.levels is not None and (not self.levels or min(self.levels) < 0):
+            raise ConfigError(f"distill.levels must name neck levels (0 = stride 8), got "
+                              f"{cfg.levels}")
+        if not 0 <= cfg.balance_momentum < 1:
+            raise ConfigError(f"distill.balance_momentum must be in [0, 1), got "
+                              f"{cfg.balance_momentum}")
 
     # ------------------------------------------------------------------ set-up
     @torch.no_grad()
@@ -154,6 +160,9 @@ class DistillTask:
             self.module = FeatureDistillLoss([s[0] for s in s_shapes], [t[0] for t in t_shapes],
                                              method=c.method, temperature=c.temperature,
                                              normalize=c.normalize, balance=c.balance).to(device)
+        if self.levels is not None and max(self.levels) >= len(s_shapes):
+            raise ConfigError(f"distill.levels {self.levels}: the student has {len(s_shapes)} "
+                              f"neck levels (0..{len(s_shapes) - 1})")
         self.phase_end = total_iters - no_aug_iters
         if self.phase_end <= 0:
             warnings.warn("no strong-augmentation phase (train.no_aug_epochs >= train.epochs): "
@@ -179,10 +188,12 @@ class DistillTask:
         measured = used > 1e-12  # a level applied at weight 0 tells nothing of its gradient
         kd = torch.where(measured, kd / used.clamp(min=1e-12), mod.grad_norms[1])
         now = torch.stack([det, kd])
+        self._taps.clear()
+        if not bool(torch.isfinite(now).all()):  # an overflowed step (float16): not measured
+            return
         m = self.cfg.balance_momentum
         fresh = (mod.grad_norms[1] <= 0).unsqueeze(0)
         mod.grad_norms.copy_(torch.where(fresh, now, m * mod.grad_norms + (1 - m) * now))
-        self._taps.clear()
 
     def _level_weights(self, w: float) -> Tensor:
         """Per level, the loss weight that makes the distillation gradient at that neck output
@@ -212,7 +223,6 @@ class DistillTask:
         if self.cfg.balance:
             self._levels = len(feats)
             weights = self._level_weights(w)
-            self._last_weights = weights.detach().clone()
             self._taps.clear()
             out = model.head([_GradTap.apply(f, self, ("det", i)) for i, f in enumerate(feats)])
             feats = [_GradTap.apply(f, self, ("kd", i)) for i, f in enumerate(feats)]
@@ -222,6 +232,8 @@ class DistillTask:
             mask = torch.tensor([float(i in self.levels) for i in range(len(feats))],
                                 device=feats[0].device)
             weights = mask * (w if weights is None else weights)
+        if self.cfg.balance:
+            self._last_weights = weights.detach().clone()
         if self.teacher.training:
             self.teacher.eval()
         with torch.no_grad():

@@ -60,12 +60,14 @@ def _with_run_folder(exp: ExperimentConfig, output, resume, exist_ok: bool, prog
     """The run folder: ``--resume X/last.pt`` continues in ``X`` (unless ``output`` names
     another folder); otherwise a folder holding files is not reused unless ``exist_ok``
     (:func:`damoyolo.outputs.run_dir`).  Under torchrun rank 0 decides for all ranks."""
-    from ..outputs import run_dir
+    from ..outputs import claim_run_dir
     out = exp.train.output
     if resume is not None and output is None and out == TrainConfig().output:
         chosen = str(Path(resume).parent)
     else:
-        chosen = str(run_dir(out, exist_ok=exist_ok or resume is not None))
+        chosen = None
+        if int(os.environ.get("RANK", "0")) == 0:  # created at once: a concurrent run
+            chosen = str(claim_run_dir(out, exist_ok=exist_ok or resume is not None))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
 

@@ -347,7 +347,12 @@ class Trainer:
                                   f"task (distillation); resume it with the same teacher settings")
         self.model.load_state_dict(ck["model"])
         if self.task is not None:
-            self.task.module.load_state_dict(ck["task"])
+            try:
+                self.task.module.load_state_dict(ck["task"])
+            except RuntimeError:
+                raise CheckpointError(f"{path}: the distillation state does not fit these "
+                                      f"settings (distill.balance or the teacher changed); "
+                                      f"resume with the run's own settings") from None
         if self.ema is not None and ck.get("ema") is not None:
             self.ema.model.load_state_dict(ck["ema"])
             self.ema.updates = int(ck["ema_state"]["updates"])
@@ -493,9 +498,10 @@ class Trainer:
         lock = contextlib.nullcontext()
         if du.is_main():
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            clean_stale_temporaries(self.out_dir)  # a kill during an earlier save
             lock = lock_run_dir(self.out_dir)  # one run at a time writes here
         with lock:
+            if du.is_main():
+                clean_stale_temporaries(self.out_dir)  # a kill during an earlier save
             return self._fit(loader, strong, no_aug_from)
 
     def _fit(self, loader, strong: bool, no_aug_from: int) -> dict[str, Any]:

@@ -111,6 +111,11 @@ class PredictionWriter:
                     self._video = cv2.VideoWriter(str(self._video_path),
                                                   cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
                                                   (hw[1], hw[0]))
+                    if not self._video.isOpened():
+                        self._video = None
+                        self._video_path.unlink(missing_ok=True)
+                        raise OSError(f"{self.out / f'{self.stem}.mp4'}: this OpenCV cannot "
+                                      f"write mp4v video (use --no-save-img)")
                 self._video.write(draw_detections(frame.image, det)[:, :, ::-1])
         if self.save_txt:
             atomic_write_text(self.out / "labels" / f"{stem}.txt",
@@ -192,8 +197,12 @@ def predict_source(det, source, writer: PredictionWriter, progress=None) -> dict
 
 
 def read_predictions(path: str | Path) -> tuple[dict, list[dict], dict | None]:
-    """A ``predictions.jsonl`` -> (run header, records and errors, summary or None)."""
+    """A ``predictions.jsonl`` -> (run header, records and errors, summary or None) of its
+    last run (a folder reused with ``--exist-ok`` holds one run after another)."""
     lines = [json.loads(ln) for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln]
+    starts = [i for i, ln in enumerate(lines) if ln.get("type") == "run"]
+    if starts:
+        lines = lines[starts[-1]:]
     head = lines[0] if lines and lines[0].get("type") == "run" else {}
     summary = lines[-1] if lines and lines[-1].get("type") == "summary" else None
     body = lines[1 if head else 0: -1 if summary else None]

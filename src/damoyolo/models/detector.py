@@ -94,5 +94,6 @@ class DAMOYOLO(nn.Module):
         """Switch to a new label set: re-initialise only the class projections."""
         self.head.reset_classes(len(class_names))
         self.class_names = list(class_names)
+        self.category_ids = None  # the old dataset's ids do not describe the new classes
         self.cfg = dataclasses.replace(
             self.cfg, head=dataclasses.replace(self.cfg.head, num_classes=len(class_names)))
