@@ -164,7 +164,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
     if pid == os.getpid():
         return True
     try:
@@ -185,7 +186,7 @@ def clean_stale_temporaries(folder: str | Path) -> list[Path]:
         return removed
     for p in folder.iterdir():
         m = _TMP.match(p.name)
-        if m and p.is_file() and not _alive(int(m.group("pid"))):
+        if m and p.is_file() and not process_alive(int(m.group("pid"))):
             with contextlib.suppress(OSError):
                 p.unlink()
                 removed.append(p)

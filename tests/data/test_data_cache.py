@@ -245,6 +245,21 @@ def test_node_ranks_share_one_copy(index, tmp_path):
     assert r1["failed"].startswith("DatasetError") and "broken image" in r1["failed"]
     # nothing left in cache_dir but the failed build's one-line note
     assert [f for f in os.listdir(shm) if not f.endswith(".error")] == []
+    assert "-pid" in Path(r0["path"]).name  # the decoding process's id is in the name
+
+
+def test_caches_left_by_killed_runs_are_removed(tmp_path):
+    from damoyolo.data.dataset import clean_stale_caches
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = [tmp_path / f"damoyolo-cache-ab12-node0-pid{dead}.u8{x}"
+             for x in ("", ".tmp", ".meta.npy", ".error")]
+    live = tmp_path / f"damoyolo-cache-cd34-node0-pid{os.getpid()}.u8"
+    other = tmp_path / "someone-elses.u8"
+    for f in (*stale, live, other):
+        f.write_bytes(b"x")
+    assert sorted(clean_stale_caches(tmp_path)) == sorted(stale)
+    assert live.exists() and other.exists()
 
 
 def test_training_with_the_cache_is_the_same_run(tmp_path, capsys):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import socket
 import time
@@ -194,7 +195,13 @@ class DetectionDataset(Dataset):
             table = self._decode_into(buf, plan, offsets, keep, show, threads)
         else:
             token = _broadcast(secrets.token_hex(6))
-            path = root / f"damoyolo-cache-{token}-node{g['node']}.u8"
+            # the name carries the pid of the node's decoding process: a cache that a killed
+            # run left behind is found by it and removed by the next run (clean_stale_caches)
+            builders = {n: pid for n, loc, pid in _gather((g["node"], g["local"], os.getpid()))
+                        if loc == 0}
+            path = root / f"damoyolo-cache-{token}-node{g['node']}-pid{builders[g['node']]}.u8"
+            if mine:
+                clean_stale_caches(root)
             if mine:
                 table = self._build_shared(path, total, plan, offsets, keep, show, threads)
             else:
@@ -485,6 +492,30 @@ def _copies_text(one: int, ranks: int, spawned: int, shared: bool = False) -> st
         parts.append(f"{ranks * spawned} spawned loader worker{'s' * (ranks * spawned > 1)}")
     return (f"{_gib(one)} per copy x {copies} copies on this node ({' + '.join(parts)}) = "
             f"{_gib(one * copies)}")
+
+
+_CACHE_NAME = re.compile(r"^damoyolo-cache-[0-9a-f]+-node\d+-pid(\d+)\.u8")
+
+
+def clean_stale_caches(root: str | Path) -> list[Path]:
+    """Remove the shared image caches (and their metadata, temporary and error files) that
+    processes no longer running left in ``root`` (a run killed while it built or held one);
+    returns what was removed."""
+    from ..outputs import process_alive
+    removed = []
+    try:
+        entries = list(Path(root).iterdir())
+    except OSError:
+        return removed
+    for f in entries:
+        m = _CACHE_NAME.match(f.name)
+        if m and not process_alive(int(m.group(1))):
+            try:
+                f.unlink()
+                removed.append(f)
+            except OSError:
+                pass
+    return removed
 
 
 def _meta_path(path: Path) -> Path:
