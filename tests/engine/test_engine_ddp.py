@@ -124,3 +124,36 @@ def test_two_process_run_resumes_exactly_with_per_rank_random_streams(tmp_path):
         assert torch.equal(res["rng_after_resume"], ranks[r]["torch"])
         for k, v in res["full"].items():
             assert torch.equal(v, res["resumed"][k]), f"rank {r}: {k} differs after resume"
+
+
+def _failing_worker(rank, world, port, out_dir):
+    rank_env(rank, world, port)
+    import time
+
+    from damoyolo.engine import Trainer
+    from damoyolo.errors import DamoyoloError
+    from engine_standin import RectDataset, build_loader, tiny_cfg, tiny_model
+
+    cfg = tiny_cfg(out_dir, epochs=2, warmup_epochs=0.5, base_lr_per_img=0.001,
+                   ddp_timeout=1.0)
+    tr = Trainer(tiny_model(), RectDataset(4, seed=3), cfg, loader_fn=build_loader,
+                 progress=False)
+    if rank == 1:
+        def boom(epoch, loader):
+            raise DamoyoloError("bad batch on rank 1")
+        tr.train_one_epoch = boom
+    t0 = time.monotonic()
+    try:
+        tr.fit()
+        err = None
+    except BaseException as e:  # noqa: BLE001
+        err = f"{type(e).__name__}: {e}"
+    torch.save({"err": err, "s": time.monotonic() - t0}, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def test_a_rank_failure_ends_every_rank_with_its_message(tmp_path):
+    a, b = spawn_two_ranks(_failing_worker, tmp_path)
+    assert b["err"] == "DamoyoloError: bad batch on rank 1"
+    assert a["err"].startswith("RankFailed") and "rank 1: DamoyoloError: bad batch on rank 1" \
+        in a["err"], a
+    assert a["s"] < 20  # at once, not after the collective timeout (ddp_timeout=1 min)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from ..config import ConfigError
+from ..errors import DamoyoloError
 
 __all__ = ["init_distributed", "is_distributed", "rank", "world_size", "is_main", "barrier",
-           "all_reduce_sum", "gather_objects", "cleanup", "DEFAULT_TIMEOUT_MIN"]
+           "all_reduce_sum", "gather_objects", "cleanup", "DEFAULT_TIMEOUT_MIN",
+           "failures_shared", "RankFailed"]
 
 DEFAULT_TIMEOUT_MIN = 60.0  # train.ddp_timeout: how long a rank waits for the others
 
@@ -56,7 +60,6 @@ def init_distributed(device: str = "", timeout_min: float | None = None
     else:
         dev = torch.device("cpu")
     if ws > 1 and not is_distributed():
-        from datetime import timedelta
         minutes = DEFAULT_TIMEOUT_MIN if timeout_min is None else float(timeout_min)
         dist.init_process_group(backend="nccl" if want_cuda else "gloo",
                                 timeout=timedelta(minutes=minutes))
@@ -82,6 +85,55 @@ def gather_objects(obj):
     out = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+class RankFailed(DamoyoloError, RuntimeError):
+    """Another rank of the run failed; the message is that rank's."""
+
+
+_FAILURE_KEY = "damoyolo/first_failure"
+
+
+@contextlib.contextmanager
+def failures_shared(wait_s: float = 30.0):
+    """Run the block so that an error on one rank ends every rank with the first failing
+    rank's message, instead of the others waiting for it in a collective until the timeout.
+
+    The failing rank writes ``rank R: message`` to the process group's store and ends; the
+    collectives the others wait in then fail, and each of them reads the first message
+    from the store and raises :class:`RankFailed` with it.  The store must outlive the
+    failing process: torchrun's agent holds it (so under torchrun every rank ends with the
+    first message); with other launchers rank 0 holds it, and when rank 0 is the one that
+    fails the others end with their own error.  Without a process group the block runs as
+    it is.
+    """
+    if not is_distributed():
+        yield
+        return
+    try:
+        store = dist.distributed_c10d._get_default_store()
+    except (AttributeError, RuntimeError):  # a torch without it: plain behaviour
+        yield
+        return
+    try:
+        yield
+    except BaseException as e:
+        mine = f"rank {rank()}: {type(e).__name__}: {e}".strip()
+        first = None
+        try:
+            if store.add(_FAILURE_KEY + "/count", 1) == 1:  # this rank failed first
+                store.set(_FAILURE_KEY, mine)
+                first = mine
+            else:
+                store.wait([_FAILURE_KEY], timedelta(seconds=wait_s))
+                first = store.get(_FAILURE_KEY).decode("utf-8", "replace")
+        except Exception:  # noqa: BLE001 - the store went with the failed rank
+            first = first or mine
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()  # the ranks still waiting on us stop waiting
+        if first == mine:  # the others stop waiting when this process ends
+            raise
+        raise RankFailed(f"another rank failed first: {first}") from None
 
 
 def cleanup() -> None:

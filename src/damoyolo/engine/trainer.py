@@ -499,7 +499,7 @@ class Trainer:
         if du.is_main():
             self.out_dir.mkdir(parents=True, exist_ok=True)
             lock = lock_run_dir(self.out_dir)  # one run at a time writes here
-        with lock:
+        with lock, du.failures_shared():  # a rank's error ends every rank with its message
             if du.is_main():
                 clean_stale_temporaries(self.out_dir)  # a kill during an earlier save
             return self._fit(loader, strong, no_aug_from)
