@@ -135,11 +135,8 @@ def load_study(path: str | Path) -> dict:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from damoyolo.metadata import file_sha256  # the package's one copy
+    return file_sha256(path)
 
 
 def cpu_name() -> str:
