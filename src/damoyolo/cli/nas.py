@@ -52,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "it becomes the result (0: off)")
     s.add_argument("--retime-rounds", type=int, default=3,
                    help="fresh timings per re-timed candidate (median)")
+    s.add_argument("--checkpoint-every", type=float, default=60.0, metavar="S",
+                   help="save the search's state to OUT.search-state.json every S seconds "
+                        "(also on Ctrl-C and after each island round); the same command "
+                        "run again continues from it (default 60)")
     _common(s)
 
     sc = sub.add_parser("score", help="score and cost of a structure file or packaged name")
@@ -147,11 +151,14 @@ def _run_search(args) -> int:
     init = (to_search_form(load_structure(args.init)) if args.init
             else initial_structure(args.space))
     predictor = make_predictor(args.latency, res, args.threads) if args.islands <= 1 else None
+    from pathlib import Path
+    out = Path(args.out)
+    state = out.with_name(out.name + ".search-state.json")
     result = search(init, space, budgets, args.candidates, population_size=args.population,
                     seed=args.seed, resolution=res, predictor=predictor,
                     predictor_spec=args.latency,
                     islands=args.islands, stage_weights=_weights(args.stage_weights),
-                    progress=True)
+                    progress=True, state_path=state, checkpoint_every=args.checkpoint_every)
     if (args.latency or "").startswith("measured") and args.retime_top > 0 \
             and budgets.latency is not None:
         from ..nas.search import retime_population
@@ -165,9 +172,7 @@ def _run_search(args) -> int:
             print("warning: no candidate re-timed within budget; the best is over it "
                   "(timings are noisy here: run on a quiet machine or loosen the budget)")
     best = result.best
-    from pathlib import Path
     from ..outputs import atomic_write_text
-    out = Path(args.out)
     atomic_write_text(out, dump_structure_official(to_detector_form(best.blocks)))
     top = [{"score": c.score, "layers": c.layers, "latency_s": c.latency, "flops": c.macs,
             "params": c.params, "usage": c.usage(budgets),
@@ -178,6 +183,7 @@ def _run_search(args) -> int:
                "seconds": result.seconds, "top": top, "retimed": result.retimed}
     side = out.with_name(out.name + ".json")
     atomic_write_text(side, json.dumps(summary, indent=1) + "\n")
+    state.unlink(missing_ok=True)  # the result is written: the next search starts afresh
     print(f"best: {_describe(best, args.image_size)}")
     print(f"{result.evaluated} candidates in {result.seconds:.1f} s "
           f"({result.seconds / max(1, result.evaluated) * 1000:.3f} ms each); "

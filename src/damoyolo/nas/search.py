@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 
 import bisect
+import hashlib
+import json
 import math
 import random
 import sys
@@ -144,30 +146,191 @@ def _insert(pop: list[Candidate], keys: list[float], cand: Candidate, size: int)
         del keys[size:]
 
 
+def structure_digest(blocks: Sequence[BlockSpec]) -> str:
+    """A short stable digest of a structure (what ``seen`` holds)."""
+    return hashlib.blake2b(repr(tuple(blocks)).encode(), digest_size=12).hexdigest()
+
+
 def evolve(population: list[Candidate], space: SearchSpace, evaluator: Evaluator,
            candidates: int, population_size: int, rng: random.Random,
            seen: set | None = None,
-           progress: Callable[[int, list[Candidate]], None] | None = None) -> tuple[list[Candidate], int]:
-    """Run ``candidates`` steps on ``population`` (sorted, best first); returns the new
-    population and the number of accepted children.  ``seen`` holds structures already
-    evaluated (children equal to one of them are skipped)."""
+           progress: Callable[[int, list[Candidate]], None] | None = None,
+           start: int = 0, accepted: int = 0,
+           checkpoint: Callable[..., None] | None = None) -> tuple[list[Candidate], int]:
+    """Run steps ``start`` .. ``candidates - 1`` on ``population`` (sorted, best first);
+    returns the new population and the number of accepted children (``accepted`` counts
+    those of earlier steps).  ``seen`` holds the digests (:func:`structure_digest`) of
+    structures already evaluated; a child equal to one of them is skipped.
+
+    checkpoint: called as ``checkpoint(step, pop, seen, rng_state, accepted, force)`` after
+    each step (``force`` False: it decides by time) and, with ``force`` True and the state of
+    the last completed step, when the search is interrupted (KeyboardInterrupt).
+    """
     pop = sorted(population, key=lambda c: -c.score)[:population_size]
     keys = [-c.score for c in pop]
     seen = seen if seen is not None else set()
-    seen.update(c.blocks for c in pop)
-    accepted = 0
-    for step in range(candidates):
-        parent = pop[rng.randrange(len(pop))]
-        child = tuple(space.mutate(parent.blocks, rng))
-        if child not in seen:
-            seen.add(child)
-            cand = evaluator(child)
-            if cand is not None:
-                accepted += 1
-                _insert(pop, keys, cand, population_size)
-        if progress is not None:
-            progress(step + 1, pop)
+    seen.update(structure_digest(c.blocks) for c in pop)
+    step = start
+    try:
+        for step in range(start, candidates):
+            rng_state = rng.getstate() if checkpoint is not None else None
+            parent = pop[rng.randrange(len(pop))]
+            child = tuple(space.mutate(parent.blocks, rng))
+            key = structure_digest(child)
+            if key not in seen:
+                cand = evaluator(child)
+                seen.add(key)  # after the evaluation: an interrupted step leaves no trace
+                if cand is not None:
+                    accepted += 1
+                    _insert(pop, keys, cand, population_size)
+            rng_state = None
+            if progress is not None:
+                progress(step + 1, pop)
+            if checkpoint is not None:
+                checkpoint(step + 1, pop, seen, rng.getstate, accepted, False)
+    except KeyboardInterrupt:
+        if checkpoint is not None and rng_state is not None:
+            checkpoint(step, pop, seen, lambda: rng_state, accepted, True)
+        raise
     return pop, accepted
+
+
+class _StateFile:
+    """The on-disk state of a resumable search (see the module docstring)."""
+
+    VERSION = 1
+
+    def __init__(self, path, key: str, every: float):
+        from pathlib import Path
+        self.path = Path(path)
+        self.key = key
+        self.every = float(every)
+        self.last = time.monotonic()
+
+    def _fail(self, what: str):
+        return SearchError(f"{self.path}: {what}; remove it to start the search afresh")
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        try:
+            d = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise self._fail(f"not a search state file ({type(e).__name__})") from None
+        if not isinstance(d, dict) or d.get("format") != "damoyolo-nas-search-state":
+            raise self._fail("not a search state file")
+        if d.get("version") != self.VERSION:
+            raise self._fail(f"state version {d.get('version')!r} is not {self.VERSION}")
+        if d.get("key") != self.key:
+            raise self._fail("it was written by a search with other settings (space, budgets, "
+                             "seed, population, latency, islands or initial structure)")
+        try:
+            state = {
+                "step": _nonneg_int(d["step"]),
+                "accepted": _nonneg_int(d["accepted"]),
+                "population": [_candidate_from(c) for c in d["population"]],
+                "seen": {str(x) for x in d["seen"]},
+                "rng": _rng_state_from(d["rng"]) if d.get("rng") is not None else None,
+                "round": _nonneg_int(d.get("round", 0)),
+                "timings": [(_convop_from(t[:-1]), float(t[-1])) for t in d.get("timings", [])],
+            }
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise self._fail(f"damaged state ({type(e).__name__}: {e})") from None
+        if not state["population"]:
+            raise self._fail("damaged state (empty population)")
+        return state
+
+    def save(self, step: int, pop, seen, rng_state, accepted: int, round_: int = 0,
+             predictor=None) -> None:
+        from ..outputs import atomic_write_text
+        timings = []
+        cache = getattr(predictor, "cache", None)
+        if _is_measured(predictor) and isinstance(cache, dict):
+            timings = [[*dataclasses.astuple(op), ms] for op, ms in cache.items()]
+        d = {"format": "damoyolo-nas-search-state", "version": self.VERSION, "key": self.key,
+             "step": step, "accepted": accepted, "round": round_,
+             "rng": None if rng_state is None else _rng_state_to(rng_state),
+             "population": [_candidate_to(c) for c in pop], "seen": sorted(seen),
+             "timings": timings}
+        atomic_write_text(self.path, json.dumps(d, separators=(",", ":")) + "\n")
+        self.last = time.monotonic()
+
+    def checkpoint(self, predictor):
+        def cb(step, pop, seen, rng_state, accepted, force):
+            if force or time.monotonic() - self.last >= self.every:
+                self.save(step, pop, seen, rng_state(), accepted, predictor=predictor)
+        return cb
+
+    def remove(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _is_measured(predictor) -> bool:
+    from .latency import MeasuredPredictor
+    return isinstance(predictor, MeasuredPredictor)
+
+
+def _nonneg_int(v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"expected a non-negative integer, got {v!r}")
+    return v
+
+
+def _candidate_to(c: Candidate) -> dict:
+    return {"blocks": [dataclasses.astuple(b) for b in c.blocks], "score": c.score,
+            "layers": c.layers, "macs": c.macs, "params": c.params, "latency": c.latency}
+
+
+def _candidate_from(d: dict) -> Candidate:
+    blocks = []
+    for b in d["blocks"]:
+        kind, *ints = b
+        if not isinstance(kind, str) or len(ints) != 6:
+            raise ValueError(f"bad block {b!r}")
+        blocks.append(BlockSpec(kind, *(_nonneg_int(v) for v in ints)))
+    lat = d["latency"]
+    return Candidate(tuple(blocks), float(d["score"]), _nonneg_int(d["layers"]),
+                     _nonneg_int(d["macs"]), _nonneg_int(d["params"]),
+                     None if lat is None else float(lat))
+
+
+def _rng_state_to(state) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _rng_state_from(d) -> tuple:
+    version, internal, gauss = d
+    if len(internal) != 625 or not all(isinstance(v, int) for v in internal):
+        raise ValueError("bad random state")
+    state = (int(version), tuple(internal), None if gauss is None else float(gauss))
+    random.Random().setstate(state)  # raises ValueError / TypeError when malformed
+    return state
+
+
+def _convop_from(fields) -> "ConvOp":
+    from .cost import ConvOp
+    return ConvOp(*(_nonneg_int(v) for v in fields))
+
+
+def _settings_key(initial, space, budgets, seed, population_size, resolution, predictor_spec,
+                  predictor, islands, sync_every, stage_weights) -> str:
+    spec = predictor_spec
+    if spec is None and predictor is not None:
+        spec = type(predictor).__name__
+    table = None
+    if spec is not None and spec.startswith("table:"):
+        from ..metadata import file_sha256
+        try:
+            table = file_sha256(spec[len("table:"):])
+        except OSError:
+            table = None
+    text = repr((tuple(initial), space, budgets, int(seed), int(population_size),
+                 int(resolution), spec, table, int(islands), sync_every, tuple(stage_weights)))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # ------------------------------------------------------------------------ islands
@@ -258,37 +421,67 @@ def search(initial: Sequence[BlockSpec], space: SearchSpace, budgets: Budgets,
            candidates: int, population_size: int = 512, seed: int = 0, resolution: int = 320,
            predictor_spec: str | None = None, predictor=None, islands: int = 1,
            sync_every: int | None = None, stage_weights: Sequence[float] = DEFAULT_STAGE_WEIGHTS,
-           progress: bool = False) -> SearchResult:
+           progress: bool = False, state_path=None, checkpoint_every: float = 60.0
+           ) -> SearchResult:
     """Evolutionary search from ``initial`` (search form).  See the module docstring.
 
     predictor / predictor_spec: a latency predictor object, or its spec string (needed with
-    ``islands > 1``, each worker builds its own).  Raises ``ValueError`` when ``initial`` does
-    not meet the budgets.
+    ``islands > 1``, each worker builds its own).  state_path: keep the search's state there
+    and continue from it when it exists (see the module docstring).  Raises
+    :class:`SearchError` when ``initial`` does not meet the budgets, or when the state file
+    was written by a search with other settings or is damaged.
     """
     t0 = time.perf_counter()
     if predictor is None and predictor_spec is not None:
         predictor = make_predictor(predictor_spec, resolution)
+    if islands > 1 and predictor is not None and predictor_spec is None:
+        raise SearchError("islands > 1 needs predictor_spec (each worker builds its own predictor)")
+    state_file = state = None
+    if state_path is not None:
+        state_file = _StateFile(state_path, _settings_key(
+            initial, space, budgets, seed, population_size, resolution, predictor_spec,
+            predictor, islands, sync_every, stage_weights), checkpoint_every)
+        state = state_file.load()
+        if state is not None and state["timings"] and _is_measured(predictor):
+            predictor.cache.update(state["timings"])
     evaluator = Evaluator(budgets, resolution, predictor, stage_weights)
     first = evaluator(tuple(initial))
     if first is None:
         c = evaluator(tuple(initial), enforce=False)
         raise SearchError(f"the initial structure does not meet the budgets ({budgets.describe()}): "
                           f"layers {c.layers}, latency {c.latency}, macs {c.macs}, params {c.params}")
+    if state is not None and progress:
+        print(f"resuming the search from {state_file.path} at candidate {state['step']}",
+              file=sys.stderr)
     if islands <= 1:
         prog = _Progress(candidates, budgets, every=max(1, candidates // 20)) if progress else None
-        pop, acc = evolve([first], space, evaluator, candidates, population_size,
-                          random.Random(seed), progress=prog)
-        return SearchResult(pop, candidates, acc, time.perf_counter() - t0, budgets)
+        rng = random.Random(seed)
+        pop, seen, start, acc0 = [first], set(), 0, 0
+        if state is not None:
+            if state["rng"] is None:
+                raise state_file._fail("damaged state (no random state)")
+            pop, seen, start, acc0 = (state["population"], state["seen"], state["step"],
+                                      state["accepted"])
+            rng.setstate(state["rng"])
+        pop, acc = evolve(pop, space, evaluator, candidates, population_size, rng, seen=seen,
+                          progress=prog, start=min(start, candidates), accepted=acc0,
+                          checkpoint=None if state_file is None
+                          else state_file.checkpoint(predictor))
+        if state_file is not None:
+            state_file.save(max(candidates, start), pop, seen, rng.getstate(),
+                            acc, predictor=predictor)
+        return SearchResult(pop, max(candidates, start), acc, time.perf_counter() - t0, budgets)
 
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp
 
-    if predictor is not None and predictor_spec is None:
-        raise SearchError("islands > 1 needs predictor_spec (each worker builds its own predictor)")
     sync_every = int(sync_every or population_size)
     prog = _Progress(candidates, budgets, every=1) if progress else None  # each round reports
     pop = [first]
     done = accepted = rnd = 0
+    if state is not None:
+        pop, done, accepted, rnd = (state["population"], state["step"], state["accepted"],
+                                    state["round"])
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(islands, mp_context=ctx, initializer=_worker_init,
                              initargs=(space, budgets, resolution, predictor_spec,
@@ -302,6 +495,8 @@ def search(initial: Sequence[BlockSpec], space: SearchSpace, budgets: Budgets,
             accepted += sum(r[1] for r in results)
             done += per * islands
             rnd += 1
+            if state_file is not None:
+                state_file.save(done, pop, (), None, accepted, round_=rnd)
             if prog is not None:
                 prog(min(done, candidates), pop)
     return SearchResult(pop, done, accepted, time.perf_counter() - t0, budgets)
