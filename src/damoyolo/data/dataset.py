@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import AugmentConfig
-from ..preprocess import read_image
+from ..preprocess import ImageReadError, read_image
 from .records import DatasetError, DatasetIndex
 from .sada import SADA
 from .transforms import (filter_small, hflip, letterbox_to_input, mixup, mosaic, random_affine,
@@ -49,6 +49,11 @@ class DetectionDataset(Dataset):
       ``AugmentConfig()``).
     - ``train=True`` after ``set_strong_augment(False)``: resize (keep-ratio + zero padding at
       the bottom/right, or stretch) and horizontal flip only.
+
+    An image that cannot be read (corrupt, truncated, over the pixel limit) is skipped, and
+    the sample says so: ``target["skipped"]`` lists ``"PATH: reason"`` for each.  In training
+    another image takes its place (the next readable one); in evaluation the sample is a
+    blank image whose ``image_id`` the evaluator leaves out of the scores.
     """
 
     def __init__(self, index: DatasetIndex, input_size: tuple[int, int] = (640, 640),
@@ -63,6 +68,8 @@ class DetectionDataset(Dataset):
         self.progress = 1.0
         self.strong = self.train
         self._cache: ImageCache | None = None  # decoded images (cache_images)
+        self._unreadable: dict[int, str] = {}  # index -> reason (this process)
+        self._skipped: list[str] = []  # "PATH: reason" for the sample being built
         self._labelled = np.array([i for i, r in enumerate(self.records) if len(r.labels)], np.int64)
         a = self.aug
         self._sada = SADA(a.sada_box_prob, a.sada_num_subpolicies, a.sada_scale_splits,
@@ -259,7 +266,11 @@ class DetectionDataset(Dataset):
         size = self.input_size
 
         def one(i: int) -> None:
-            img = read_image(self.records[i].path)
+            try:
+                img = read_image(self.records[i].path)
+            except ImageReadError:  # left to the loading, which skips it and says so
+                table[i] = (_NOT_CACHED, 0, 0, self.records[i].height, self.records[i].width)
+                return
             h0, w0 = img.shape[:2]
             kind, h, w = _plan_entry(h0, w0, size, keep)
             n = h * w * 3
@@ -298,17 +309,17 @@ class DetectionDataset(Dataset):
         the decoded image, or with ``resized_ok`` one already at the pipeline's resolution
         (boxes scaled like :func:`resize_image` does; the pipeline's resize then leaves both
         unchanged)."""
-        r = self.records[i]
         c = self._cache
         hit = c.get(i, resized_ok and c.matches(self.input_size, self._cache_keep_ratio())) \
             if c is not None else None
         if hit is None:
-            img = read_image(r.path)
+            img, i = self._read(i)
             h0, w0 = img.shape[:2]
             resized = False
         else:
             img, resized, (h0, w0) = hit
             img = img.copy()
+        r = self.records[i]
         boxes = r.boxes
         if (h0, w0) != (r.height, r.width) and len(boxes):
             # the annotation's declared size differs from the file: boxes refer to the file
@@ -319,11 +330,34 @@ class DetectionDataset(Dataset):
                      ).astype(np.float32)
         return img, boxes.copy(), r.labels.copy()
 
+    def _read(self, i: int) -> tuple[np.ndarray, int]:
+        """(decoded image, index it belongs to).  An unreadable image is skipped (noted in
+        ``self._skipped``): in training the next readable one is read instead; in evaluation
+        a blank image of the annotated size stands in for it."""
+        n = len(self.records)
+        for k in range(n if self.train else 1):
+            j = (i + k) % n
+            if j in self._unreadable:
+                reason = self._unreadable[j]
+            else:
+                try:
+                    return read_image(self.records[j].path), j
+                except ImageReadError as e:
+                    reason = self._unreadable[j] = str(e)
+            if k == 0:
+                self._skipped.append(reason)
+        if not self.train:
+            r = self.records[i]
+            return np.zeros((max(1, r.height), max(1, r.width), 3), np.uint8), i
+        raise ImageReadError(f"{self.index.source}: none of its {n} images can be read "
+                             f"(first: {self._unreadable[i]})")
+
     def _rng(self, i: int) -> np.random.Generator:
         return np.random.default_rng((self.seed, self.epoch, int(i)))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
         r = self.records[i]
+        self._skipped = []
         if not self.train:  # straight INTER_LINEAR resize to the input size
             img, boxes, labels = self._load(i)
             img, boxes = resize_image(img, boxes, self.input_size, keep_ratio=False)
@@ -336,7 +370,10 @@ class DetectionDataset(Dataset):
             img = letterbox_to_input(img, self.input_size, 0)
             if rng.random() < self.aug.flip_prob:
                 img, boxes = hflip(img, boxes)
-        return _to_sample(img, boxes, labels, r)
+        sample = _to_sample(img, boxes, labels, r)
+        if self._skipped:
+            sample[1]["skipped"] = self._skipped
+        return sample
 
     def _strong(self, i: int, rng: np.random.Generator):
         a = self.aug

@@ -22,6 +22,7 @@ import contextlib
 import csv
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -409,8 +410,11 @@ class Trainer:
             bar = tqdm(loader, total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        dynamic_ncols=True)
         self.optimizer.zero_grad(set_to_none=True)
+        skipped: list[str] = []
         for i, (images, targets) in enumerate(bar):
             it = epoch * self.iters_per_epoch + i
+            for t in targets:
+                skipped += t.get("skipped", ())
             images = images.to(self.device, non_blocking=True)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -459,6 +463,9 @@ class Trainer:
                 bar.set_postfix({k.replace("loss_", ""): f"{sums[k] / n:.3f}"
                                  for k in self.loss_names if k in sums}
                                 | {"lr": f"{self.optimizer.param_groups[0]['lr']:.2e}"})
+        if skipped:  # each rank reports what its own samples met
+            print(f"warning: epoch {epoch + 1}: {len(skipped)} unreadable image(s) skipped, "
+                  f"others trained in their place (first: {skipped[0]})", file=sys.stderr)
         return {k: v / max(n, 1) for k, v in sums.items()} | {
             "lr": self.optimizer.param_groups[0]["lr"]}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +32,15 @@ class EvalResult:
     """metrics: AP (mAP@[.5:.95]), AP50, AP75, APs, APm, APl in [0, 1].
     per_class: class name -> AP@[.5:.95] (NaN where the class has no GT).
     timing_ms: mean milliseconds per image for ``preprocess`` (loading + resizing),
-    ``inference`` and ``nms``.  results: COCO-format detections."""
+    ``inference`` and ``nms``.  results: COCO-format detections.  skipped: ids of the
+    images that could not be read, left out of the scores (with a warning)."""
 
     metrics: dict[str, float]
     per_class: dict[str, float] = field(default_factory=dict)
     timing_ms: dict[str, float] = field(default_factory=dict)
     results: list[dict] = field(default_factory=list, repr=False)
     num_images: int = 0
+    skipped: list[int] = field(default_factory=list)  # image ids left out: unreadable
 
 
 def _import_coco():
@@ -121,6 +124,7 @@ def evaluate(predict, loader, gt: dict, category_ids: list[int] | None = None,
     results: list[dict] = []
     t_pre = t_inf = t_nms = 0.0
     n_img = 0
+    skipped: dict[int, str] = {}  # image id -> why its image could not be read
     it = loader
     if progress:
         from tqdm import tqdm
@@ -141,6 +145,9 @@ def evaluate(predict, loader, gt: dict, category_ids: list[int] | None = None,
         t_nms += t3 - t2
         h_in, w_in = images.shape[-2:]
         for det, tgt in zip(dets, targets):
+            if tgt.get("skipped"):  # its image could not be read: left out of the scores
+                skipped[int(tgt["image_id"])] = tgt["skipped"][0]
+                continue
             oh, ow = tgt["orig_size"]
             boxes = scale_boxes(det.boxes.float().cpu(), (ow / w_in, oh / h_in), (oh, ow))
             results += detections_to_coco_results(int(tgt["image_id"]), boxes,
@@ -151,10 +158,17 @@ def evaluate(predict, loader, gt: dict, category_ids: list[int] | None = None,
     if results_path is not None:
         from ..outputs import atomic_write_text
         atomic_write_text(results_path, json.dumps(results))
+    if skipped:
+        gt = {**gt, "images": [im for im in gt.get("images", []) if im["id"] not in skipped],
+              "annotations": [a for a in gt.get("annotations", [])
+                              if a["image_id"] not in skipped]}
+        first = next(iter(skipped.values()))
+        print(f"warning: {len(skipped)} unreadable image(s) left out of the evaluation "
+              f"(first: {first})", file=sys.stderr)
     metrics, per_class = coco_metrics(gt, results, stages.class_names)
     n = max(n_img, 1)
     timing = {"preprocess": 1e3 * t_pre / n, "inference": 1e3 * t_inf / n, "nms": 1e3 * t_nms / n}
-    return EvalResult(metrics, per_class, timing, results, n_img)
+    return EvalResult(metrics, per_class, timing, results, n_img, sorted(skipped))
 
 
 def _as_is(dets):
