@@ -157,25 +157,32 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def _uses_external_data(onnx, model) -> bool:
-    """Whether any tensor of the graph (initializers, constant attributes, subgraphs) keeps its
-    data in an external file."""
+    """Whether any tensor of the model (initializers, sparse initializers, constant
+    attributes, subgraphs, functions) keeps its data in an external file."""
     ext = onnx.TensorProto.EXTERNAL
 
-    def graph(g) -> bool:
-        if any(t.data_location == ext for t in g.initializer):
-            return True
-        for node in g.node:
+    def tensors(ts) -> bool:
+        return any(t.data_location == ext for t in ts)
+
+    def sparse(ss) -> bool:
+        return any(tensors((s.values, s.indices)) for s in ss)
+
+    def nodes(ns) -> bool:
+        for node in ns:
             for a in node.attribute:
-                if a.HasField("t") and a.t.data_location == ext:
+                if (a.HasField("t") and tensors((a.t,))) or tensors(a.tensors):
                     return True
-                if any(t.data_location == ext for t in a.tensors):
+                if (a.HasField("sparse_tensor") and sparse((a.sparse_tensor,))) \
+                        or sparse(a.sparse_tensors):
                     return True
-                if a.HasField("g") and graph(a.g):
-                    return True
-                if any(graph(sg) for sg in a.graphs):
+                if (a.HasField("g") and graph(a.g)) or any(graph(sg) for sg in a.graphs):
                     return True
         return False
-    return graph(model.graph)
+
+    def graph(g) -> bool:
+        return tensors(g.initializer) or sparse(g.sparse_initializer) or nodes(g.node)
+
+    return graph(model.graph) or any(nodes(f.node) for f in model.functions)
 
 
 def set_openvino_metadata(ov_model, meta: dict) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,14 +92,55 @@ def test_export_never_replaces_its_input(tmp_path, capsys):
     assert "would overwrite" in capsys.readouterr().err and ck.read_bytes() == before
 
 
-def test_onnx_with_external_data_is_refused(tmp_path):
+def _external(t) -> None:
+    t.data_location = onnx.TensorProto.EXTERNAL
+    e = t.external_data.add()
+    e.key, e.value = "location", "../../../../etc/passwd"
+
+
+def _sparse_initializer(m):
+    sp = m.graph.sparse_initializer.add()
+    sp.dims.extend([4])
+    sp.values.CopyFrom(onnx.numpy_helper.from_array(np.ones(1, np.float32), "sp"))
+    sp.indices.CopyFrom(onnx.numpy_helper.from_array(np.zeros(1, np.int64), "sp_i"))
+    _external(sp.values)
+
+
+def _constant_node(m):
+    t = onnx.numpy_helper.from_array(np.ones(1, np.float32), "c")
+    _external(t)
+    m.graph.node.append(onnx.helper.make_node("Constant", [], ["c_out"], value=t))
+
+
+def _sparse_constant_node(m):
+    sp = onnx.SparseTensorProto()
+    sp.dims.extend([4])
+    sp.values.CopyFrom(onnx.numpy_helper.from_array(np.ones(1, np.float32), "v"))
+    sp.indices.CopyFrom(onnx.numpy_helper.from_array(np.zeros(1, np.int64), "i"))
+    _external(sp.values)
+    m.graph.node.append(onnx.helper.make_node("Constant", [], ["s_out"], sparse_value=sp))
+
+
+def _function_constant(m):
+    t = onnx.numpy_helper.from_array(np.ones(1, np.float32), "f")
+    _external(t)
+    f = onnx.helper.make_function("custom", "F", [], ["y"],
+                                  [onnx.helper.make_node("Constant", [], ["y"], value=t)],
+                                  [onnx.helper.make_opsetid("", 17)])
+    m.functions.append(f)
+
+
+@pytest.mark.parametrize("where", ["initializer", "sparse_initializer", "constant",
+                                   "sparse_constant", "function"])
+def test_onnx_with_external_data_is_refused(tmp_path, where):
+    """Wherever a tensor can keep its data in an external file, the file is refused before
+    any runtime reads it (runtimes have missed some of these places)."""
     from damoyolo.export import export_onnx
     p = export_onnx(_model(0), tmp_path / "m.onnx", imgsz=(64, 64), simplify=False)
     m = onnx.load(str(p))
-    init = m.graph.initializer[0]
-    init.data_location = onnx.TensorProto.EXTERNAL
-    e = init.external_data.add()
-    e.key, e.value = "location", "../../../../etc/passwd"
+    {"initializer": lambda m: _external(m.graph.initializer[0]),
+     "sparse_initializer": _sparse_initializer, "constant": _constant_node,
+     "sparse_constant": _sparse_constant_node, "function": _function_constant}[where](m)
     out = tmp_path / "ext.onnx"
     out.write_bytes(m.SerializeToString())
     with pytest.raises(MetadataError, match="ext.onnx: the ONNX file refers to external data"):
