@@ -85,3 +85,61 @@ def test_unsafe_torch_versions_are_refused_before_reading(tmp_path):
             read_checkpoint(tmp_path / "any.pt")
     finally:
         torch.__version__ = real
+
+
+@pytest.fixture(scope="module")
+def saved_ns(tmp_path_factory):
+    p = tmp_path_factory.mktemp("ck") / "ok.pt"
+    save_model(damoyolo.build_model("damoyolo-ns", class_names=["a", "b"]), p,
+               category_ids=[3, 7])
+    return p
+
+
+def _edit_ema_none_no_model(ck):
+    ck.pop("model")
+    ck["ema"] = None
+
+
+CRAFTED = {  # name -> (edit of a valid checkpoint, what the one-line error says)
+    "ema_none_without_model": (_edit_ema_none_no_model, "without weights"),
+    "ema_is_a_tensor": (lambda ck: ck.update(ema=torch.tensor([0., 0.])),
+                        "'ema' is a Tensor, not a state dict"),
+    "model_is_a_tensor": (lambda ck: ck.update(model=torch.zeros(2)),
+                          "'model' is a Tensor, not a state dict"),
+    "model_is_a_list": (lambda ck: ck.update(model=[1, 2]), "'model' is a list"),
+    "model_has_an_int_key": (lambda ck: ck.update(model={**ck["model"], 5: torch.zeros(1)}),
+                             "key 5 that is not a parameter name"),
+    "category_ids_a_string": (lambda ck: ck.update(category_ids="37"), "'category_ids' must"),
+    "category_ids_too_short": (lambda ck: ck.update(category_ids=[1]), "list of 2 integers"),
+    "category_ids_too_long": (lambda ck: ck.update(category_ids=[1, 2, 3]), "got [1, 2, 3]"),
+    "category_ids_not_ints": (lambda ck: ck.update(category_ids=[1, "b"]), "'category_ids'"),
+    "category_ids_floats": (lambda ck: ck.update(category_ids=[1.0, 2.0]), "'category_ids'"),
+    "category_ids_bools": (lambda ck: ck.update(category_ids=[True, False]), "'category_ids'"),
+}
+
+
+@pytest.mark.parametrize("name", list(CRAFTED))
+def test_crafted_weights_and_category_ids_are_one_clear_error(name, saved_ns, tmp_path):
+    edit, says = CRAFTED[name]
+    ck = torch.load(saved_ns, weights_only=True)
+    edit(ck)
+    p = tmp_path / "crafted.pt"
+    torch.save(ck, p)
+    with pytest.raises(CheckpointError) as e:
+        load_model(p)
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and str(p) in msg and says in msg, msg
+
+
+def test_stored_weights_choice(saved_ns, tmp_path):
+    """'ema' when it holds weights, else 'model' (None or an empty EMA); category ids kept."""
+    ck = torch.load(saved_ns, weights_only=True)
+    for ema in (None, {}):
+        torch.save({**ck, "ema": ema}, tmp_path / "a.pt")
+        m = load_model(tmp_path / "a.pt")
+        assert m.category_ids == [3, 7]
+    zeros = {k: torch.zeros_like(v) for k, v in ck["model"].items()}
+    torch.save({**ck, "ema": {"state_dict": zeros}}, tmp_path / "b.pt")
+    m = load_model(tmp_path / "b.pt")
+    assert all(float(v.abs().sum()) == 0 for v in m.state_dict().values()
+               if v.is_floating_point() and v.numel())

@@ -17,6 +17,7 @@ with ``model=``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,45 @@ _BOUNDS = {"num_classes": 100_000, "reg_max": 256, "input_side": 16384, "channel
            "max_det": 100_000}
 
 
+def stored_state_dict(obj: dict, path) -> Mapping:
+    """The weights of our checkpoint ``obj``: its ``'ema'`` state dict when it holds one, else
+    its ``'model'`` (either may be wrapped as ``{'state_dict': ...}``).  A checkpoint with
+    neither, or whose entry is not a state dict, is a :class:`CheckpointError` naming
+    ``path``; an ``'ema'`` of ``None`` (trained without EMA) means "use ``'model'``"."""
+    for key in ("ema", "model"):
+        sd = obj.get(key)
+        if sd is None:
+            continue
+        if isinstance(sd, Mapping) and "state_dict" in sd:
+            sd = sd["state_dict"]
+        if not isinstance(sd, Mapping):
+            raise CheckpointError(f"{path}: '{key}' is a {type(sd).__name__}, not a state dict")
+        if key == "ema" and not sd:  # an empty EMA entry: the model's weights stand
+            continue
+        bad = next((k for k in sd if not isinstance(k, str)), None)
+        if bad is not None:
+            raise CheckpointError(f"{path}: '{key}' has a key {bad!r} that is not a parameter "
+                                  f"name; not a state dict")
+        return sd
+    raise CheckpointError(f"{path}: a damoyolo checkpoint without weights ('model')")
+
+
+def stored_category_ids(obj: dict, path, num_classes: int) -> list[int] | None:
+    """The ``'category_ids'`` of our checkpoint ``obj``: ``None`` or a list of exactly
+    ``num_classes`` integers (label -> dataset category id); anything else is a
+    :class:`CheckpointError` naming ``path``."""
+    ids = obj.get("category_ids")
+    if ids is None:
+        return None
+    if not isinstance(ids, (list, tuple)) or len(ids) != num_classes or any(
+            isinstance(c, bool) or not isinstance(c, int) for c in ids):
+        got = repr(ids)
+        got = got if len(got) <= 60 else got[:57] + "..."
+        raise CheckpointError(f"{path}: 'category_ids' must be none or a list of {num_classes} "
+                              f"integers (one per class), got {got}")
+    return [int(c) for c in ids]
+
+
 def stored_model_config(obj: dict, path) -> ModelConfig:
     """The model config stored in our checkpoint ``obj``, checked before anything is built:
     present, well-formed, within :data:`_BOUNDS`, and with its backbone structure inline or
@@ -179,8 +219,7 @@ def stored_model_config(obj: dict, path) -> ModelConfig:
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: a damoyolo checkpoint without its model config "
                               f"('model_config' is {type(raw).__name__})")
-    if "model" not in obj and "ema" not in obj:
-        raise CheckpointError(f"{path}: a damoyolo checkpoint without weights ('model')")
+    stored_state_dict(obj, path)  # weights present and a state dict, before anything is built
     try:
         cfg = from_dict(ModelConfig, raw)
     except (ConfigError, TypeError, ValueError, KeyError) as e:
@@ -242,12 +281,9 @@ def load_model(path: str | Path, model: str | ModelConfig | None = None,
             n = len(names) if isinstance(names, (list, tuple)) else repr(names)
             raise CheckpointError(f"{path}: {n} class names for the {cfg.head.num_classes} "
                                   f"classes of its model config")
+        category_ids = stored_category_ids(obj, path, cfg.head.num_classes)
+        sd = stored_state_dict(obj, path)
         net = DAMOYOLO(cfg, names)
-        sd = obj.get("ema") or obj["model"]
-        if isinstance(sd, dict) and "state_dict" in sd:
-            sd = sd["state_dict"]
-        if not isinstance(sd, dict):
-            raise CheckpointError(f"{path}: 'model' is a {type(sd).__name__}, not a state dict")
         try:
             missing, unexpected = net.load_state_dict(strip_module_prefix(sd), strict=False)
         except RuntimeError as e:  # shapes that do not fit the stored config
@@ -257,7 +293,7 @@ def load_model(path: str | Path, model: str | ModelConfig | None = None,
         if missing or unexpected:
             raise CheckpointError(f"{path}: weights do not fit {cfg.name}: missing {missing[:8]}, "
                                   f"unexpected {unexpected[:8]}")
-        net.category_ids = obj.get("category_ids")
+        net.category_ids = category_ids
         return net.to(device).eval()
 
     sd = obj["model"] if isinstance(obj.get("model"), dict) else obj
