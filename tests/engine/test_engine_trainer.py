@@ -190,6 +190,26 @@ def test_finetune_resets_only_class_projection(tmp_path):
             assert torch.equal(v, sd_src[k]), k
 
 
+def test_finetune_with_new_names_drops_the_old_category_ids(tmp_path):
+    """Same class count, new names: the weights stay, the old dataset's ids go, so a model
+    saved from the fine-tune does not carry them."""
+    from damoyolo import load_model, save_model
+    src = _model()
+    save_model(src, tmp_path / "src.pt", category_ids=[11, 22, 33][:src.num_classes])
+    assert load_model(tmp_path / "src.pt").category_ids is not None
+    names = [f"new{i}" for i in range(src.num_classes)]
+    net = load_for_finetune(tmp_path / "src.pt", None, names)
+    assert net.class_names == names and net.category_ids is None
+    save_model(net, tmp_path / "ft.pt")
+    back = load_model(tmp_path / "ft.pt")
+    assert back.class_names == names and back.category_ids is None
+    net.rename_classes(names, category_ids=list(range(5, 5 + src.num_classes)))
+    save_model(net, tmp_path / "ft2.pt")
+    assert load_model(tmp_path / "ft2.pt").category_ids == list(range(5, 5 + src.num_classes))
+    with pytest.raises(ValueError, match="class names for"):
+        net.rename_classes(names + ["extra"])
+
+
 def test_same_seed_same_run_through_the_api(tmp_path):
     """Two `damoyolo.train` calls with one seed: identical initial and final weights
     (the initial weights are seeded too, not only the loop)."""

@@ -43,7 +43,8 @@ def experiment_config_for(preset: str, recipe: str = "auto") -> ExperimentConfig
 def load_for_finetune(weights: str | Path, model: str | Any, class_names: list[str]):
     """Load any checkpoint (ours or an official release) for fine-tuning on ``class_names``.
 
-    When the class set differs, only the class projections are re-initialised.
+    When the class set differs, only the class projections are re-initialised; the
+    checkpoint's category ids are dropped with its class names (they describe its dataset).
     """
     from ..checkpoint import load_model
     net = load_model(weights, model=model)
@@ -51,7 +52,7 @@ def load_for_finetune(weights: str | Path, model: str | Any, class_names: list[s
         if net.num_classes != len(class_names):
             net.reset_classes(list(class_names))
         else:
-            net.class_names = list(class_names)
+            net.rename_classes(list(class_names))
     return net.train()
 
 
@@ -130,10 +131,8 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
         exp = apply_overrides(exp, overrides)
     exp = _with_run_folder(exp, output, resume, exist_ok, progress)
 
-    from ..assign import ASSIGNERS
-    if exp.train.assigner not in ASSIGNERS:  # before reading the data
-        raise ConfigError(f"unknown train.assigner {exp.train.assigner!r}; valid: "
-                          f"{', '.join(ASSIGNERS)}")
+    from ..assign import assigner_class
+    assigner_class(exp.train.assigner)  # an unknown name fails here, before reading the data
     if exp.train.eval_interval > 0:  # the last epoch is always evaluated: fail before training
         from .._optional import import_optional
         import_optional("faster_coco_eval", "evaluation during training (train.eval_interval "

@@ -90,6 +90,19 @@ class DAMOYOLO(nn.Module):
         """Fuse RepConv branches (and conv+BN pairs) for deployment; returns self."""
         return reparameterize(self, fold_bn=fold_bn)
 
+    def rename_classes(self, class_names: list[str],
+                       category_ids: list[int] | None = None) -> None:
+        """Give the same number of classes new names (the weights stay): the category ids
+        of the old dataset no longer describe them, so they become ``category_ids`` (the new
+        dataset's, label -> id) or unknown (``None``)."""
+        if len(class_names) != self.num_classes:
+            raise ConfigError(f"{len(class_names)} class names for {self.num_classes} classes; "
+                              f"use reset_classes to change the number of classes")
+        if category_ids is not None and len(category_ids) != self.num_classes:
+            raise ConfigError(f"{len(category_ids)} category ids for {self.num_classes} classes")
+        self.class_names = list(class_names)
+        self.category_ids = None if category_ids is None else [int(c) for c in category_ids]
+
     def reset_classes(self, class_names: list[str]) -> None:
         """Switch to a new label set: re-initialise only the class projections."""
         self.head.reset_classes(len(class_names))
