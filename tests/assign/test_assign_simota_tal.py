@@ -108,9 +108,21 @@ def test_no_gt_and_padding(name):
     assert (asg.gt_index[0][asg.fg[0]] == 0).all()  # never the padded slot
 
 
-def test_unknown_assigner_is_a_config_error():
+def test_unknown_assigner_is_a_config_error(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="unknown assigner 'otaa'.*aligned_ota, simota, tal"):
         build_assigner("otaa", 3)
+    # training checks the name with the same validator, before the data is read
+    import damoyolo.data as data_pkg
+    import damoyolo.engine.api as api
+
+    def no_reading(*a, **k):
+        raise AssertionError("the data was read before the assigner name was checked")
+    monkeypatch.setattr(data_pkg, "load_dataset", no_reading)
+    with pytest.raises(ConfigError) as e:
+        api.train("damoyolo-ns", data=str(tmp_path / "no-data"), output=tmp_path / "run",
+                  overrides=["train.assigner='otaa'", "train.eval_interval=0"], progress=False)
+    assert str(e.value) == ("unknown assigner 'otaa' (train.assigner); valid: aligned_ota, "
+                            "simota, tal")
 
 
 @pytest.mark.parametrize("name", ["simota", "tal"])

@@ -12,15 +12,22 @@ from .simota import SimOTA
 from .tal import TaskAlignedAssigner
 
 __all__ = ["AlignedOTA", "SimOTA", "TaskAlignedAssigner", "Assignment", "pad_targets",
-           "ASSIGNERS", "build_assigner"]
+           "ASSIGNERS", "assigner_class", "build_assigner"]
 
 ASSIGNERS = {"aligned_ota": AlignedOTA, "simota": SimOTA, "tal": TaskAlignedAssigner}
 
 
+def assigner_class(name: str) -> type:
+    """The assigner class named ``name`` (a key of :data:`ASSIGNERS`); an unknown name is a
+    :class:`~damoyolo.config.ConfigError` listing the valid ones.  Cheap: callers check a
+    configured name with it before any heavy work."""
+    try:
+        return ASSIGNERS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown assigner {name!r} (train.assigner); valid: "
+                          f"{', '.join(ASSIGNERS)}") from None
+
+
 def build_assigner(name: str, num_classes: int):
     """The assigner named ``name`` (a key of :data:`ASSIGNERS`) with its published defaults."""
-    try:
-        cls = ASSIGNERS[name]
-    except KeyError:
-        raise ConfigError(f"unknown assigner {name!r}; valid: {', '.join(ASSIGNERS)}") from None
-    return cls(num_classes)
+    return assigner_class(name)(num_classes)
