@@ -39,9 +39,30 @@ def test_predict_refuses_its_own_source(setup, capsys):
                                                                   "--no-save-img"])):
         assert _predict(ckpt, data / "images", out, *extra) == 2
         err = capsys.readouterr().err.strip()
-        assert "would overwrite or mix with the input folder" in err and len(err.splitlines()) == 1
+        assert "would overwrite or mix with the input" in err and len(err.splitlines()) == 1
+    # a pattern names the same files: refused the same way, also one folder up
+    for out in (data / "images", data):
+        assert _predict(ckpt, str(data / "images" / "*.jpg"), out, "--exist-ok") == 2
+        assert "would overwrite or mix with the input" in capsys.readouterr().err
     assert (data / "images" / "x.jpg").read_bytes() == before
     assert (data / "labels" / "x.txt").read_text() == "0 0.5 0.5 0.2 0.2\n"
+
+
+def test_an_output_folder_inside_a_folder_source_is_allowed(setup, capsys):
+    """A folder source is read without its subfolders: writing into one mixes nothing."""
+    ckpt, data = setup
+    assert _predict(ckpt, data / "images", data / "images" / "pred") == 0
+    assert (data / "images" / "pred" / "x.jpg").is_file()
+
+
+def test_a_failed_start_leaves_no_output_folder(setup, tmp_path, capsys):
+    ckpt, data = setup
+    out = tmp_path / "p"
+    assert main(["predict", "--weights", str(tmp_path / "none.pt"), "--source",
+                 str(data / "images"), "--out", str(out), "--no-progress"]) != 0
+    assert main(["predict", "--weights", str(ckpt), "--source", str(tmp_path / "nothing"),
+                 "--out", str(out), "--no-progress"]) != 0
+    assert not out.exists() and not (tmp_path / "p2").exists()
 
 
 def test_predict_runs_go_to_numbered_folders(setup, tmp_path, capsys):

@@ -51,15 +51,24 @@ def open_detector(args: argparse.Namespace, conf: float):
                     batch_size=args.batch, trust_engine=args.trust_engine)
 
 
+def source_inputs(source, spec) -> list:
+    """The paths a source reads: its image files (a folder's or a pattern's), else the
+    spec itself (a video file; a camera index is skipped)."""
+    files = getattr(source, "files", None)
+    return list(files) if files is not None else [spec]
+
+
 def output_folder(args: argparse.Namespace, inputs: list) -> Path:
     """The folder this run writes into (:func:`damoyolo.outputs.run_dir`), created, after
-    checking that it neither is, holds nor lies inside one of ``inputs`` (paths; globs and
-    camera indices are skipped)."""
+    checking that it neither is, holds nor lies inside one of ``inputs`` (paths; camera
+    indices are skipped).  Call it once everything that can fail before writing has been
+    opened, so that a failed start leaves no folder behind."""
     from ..outputs import claim_run_dir, refuse_overlap, run_dir
     out = run_dir(args.out, exist_ok=args.exist_ok)
-    refuse_overlap(out, [Path(str(i)) for i in inputs if i is not None])
+    inputs = [Path(str(i)) for i in inputs if i is not None and not isinstance(i, int)]
+    refuse_overlap(out, inputs)
     out = claim_run_dir(args.out, exist_ok=args.exist_ok)  # created now (a concurrent run)
-    refuse_overlap(out, [Path(str(i)) for i in inputs if i is not None])
+    refuse_overlap(out, inputs)
     if out != Path(args.out):
         print(f"output folder: {out} ({args.out} already holds files; --exist-ok writes "
               f"into it)", flush=True)

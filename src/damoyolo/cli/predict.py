@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._detector import add_detector_arguments, open_detector, output_folder
+from ._detector import add_detector_arguments, open_detector, output_folder, source_inputs
 
 HELP = "predict on an image, directory, glob, video file or camera index"
 
@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from ..infer.sources import Progress, open_source
 
     source = open_source(args.source, args.max_frames)
-    out = output_folder(args, [args.source, args.weights])
     det = open_detector(args, DISPLAY_CONF if args.conf is None else args.conf)
+    out = output_folder(args, [*source_inputs(source, args.source), args.weights])
     run_info = {"weights": str(args.weights), "backend": det.backend.name,
                 "source": str(args.source), "class_names": det.class_names, "conf": det.conf,
                 "iou": det.iou, "input_size": list(det.input_size)}

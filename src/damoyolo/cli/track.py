@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._detector import add_detector_arguments, open_detector, output_folder
+from ._detector import add_detector_arguments, open_detector, output_folder, source_inputs
 
 HELP = "track objects over a video file, camera, image folder or glob (ByteTrack-style)"
 
@@ -109,11 +109,22 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--batch must be >= 1")
     _, cfg_cls = TRACKERS[args.tracker]
     _replace(cfg_cls(), _settings(args, None))  # names and values, before any work
-    inputs = [args.weights, args.gt] + ([] if args.source == "demo" else [args.source])
-    out = output_folder(args, inputs)
     gt_path = Path(args.gt) if args.gt else None
+    gt = read_mot_txt(gt_path) if gt_path else None
+    if gt is not None or args.source == "demo":  # fail before the work when it cannot run
+        from .._optional import import_optional
+        import_optional("motmetrics", "MOT evaluation (--gt, --source demo)")
     source_spec = args.source
     min_visibility = None
+    source = None
+    if args.source != "demo":  # everything that can fail is opened before the output folder
+        source = open_source(source_spec, args.max_frames)
+    low = _settings(args, None).get("low_thresh", getattr(cfg_cls, "low_thresh",
+                                                          getattr(cfg_cls, "high_thresh")))
+    det = open_detector(args, args.conf if args.conf is not None else float(low))
+    inputs = [args.weights, args.gt] + ([] if source is None
+                                        else source_inputs(source, args.source))
+    out = output_folder(args, inputs)
     if args.source == "demo":
         from ..track.video import MIN_VISIBILITY, write_synth_video
         min_visibility = MIN_VISIBILITY
@@ -122,17 +133,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"synthetic video: {info['frames']} frames, {info['objects']} objects, "
               f"{info['width']}x{info['height']} -> {info['video']} (ground truth {info['gt']})")
         source_spec = info["video"]
-        gt_path = gt_path or Path(info["gt"])
-    source = open_source(source_spec, args.max_frames)
+        source = open_source(source_spec, args.max_frames)
+        if gt_path is None:
+            gt_path = Path(info["gt"])
+            gt = read_mot_txt(gt_path)
     fps = float(getattr(source, "fps", 0) or 0) or None
     settings = _settings(args, fps)
-    low = settings.get("low_thresh", getattr(cfg_cls, "low_thresh",
-                                             getattr(cfg_cls, "high_thresh")))
-    det = open_detector(args, args.conf if args.conf is not None else float(low))
-    gt = read_mot_txt(gt_path) if gt_path else None
-    if gt is not None:  # fail before the work when the evaluation cannot run
-        from .._optional import import_optional
-        import_optional("motmetrics", "MOT evaluation (--gt, --source demo)")
 
     is_video = source.kind == "video"
     src_path = Path(str(source_spec))
