@@ -158,3 +158,27 @@ def test_unknown_format(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="cannot tell the dataset format"):
         load_dataset(tmp_path / "empty")
+
+
+def test_images_that_are_symlinks_are_read(coco_dir, tmp_path):
+    """Split folders made of symbolic links (ln -s, DVC, git-annex) point outside the image
+    folder by design: the names in the annotations are what must stay inside."""
+    store = tmp_path / "store"
+    store.mkdir()
+    for i in (1, 2, 3):
+        (coco_dir / "train" / f"{i}.jpg").rename(store / f"{i}.jpg")
+        (coco_dir / "train" / f"{i}.jpg").symlink_to(store / f"{i}.jpg")
+    idx = load_dataset(coco_dir, "train")
+    assert len(idx.records) == 3 and idx.report.ok
+
+
+def test_voc_image_list_names_stay_inside(tmp_path):
+    root = tmp_path / "voc"
+    write_img(root / "JPEGImages" / "0001.jpg")
+    (root / "Annotations").mkdir(parents=True)
+    (root / "Annotations" / "0001.xml").write_text(VOC_XML.format(name="0001"))
+    (tmp_path / "outside.xml").write_text(VOC_XML.format(name="0001"))
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "train.txt").write_text("0001\n../../outside\n")
+    with pytest.raises(DatasetError, match=r"train\.txt: image name '\.\./\.\./outside' points"):
+        load_dataset(root, "train")

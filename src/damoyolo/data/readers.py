@@ -75,13 +75,15 @@ def _short(v) -> str:
     return r if len(r) <= 60 else r[:57] + "..."
 
 
-def _inside_root(path: Path, root: Path) -> bool:
-    """Whether ``path`` (joined from a name in an annotation file) stays inside ``root``."""
-    try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
+def _inside_root(name: str) -> bool:
+    """Whether a relative file name from an annotation file stays inside the folder it is
+    joined to: not absolute and no ``..`` part.  Judged on the name, so images that are
+    symbolic links (split folders made with ``ln -s``, DVC, git-annex) are fine."""
+    from pathlib import PurePosixPath, PureWindowsPath
+    for pure in (PurePosixPath(name), PureWindowsPath(name)):
+        if pure.is_absolute() or pure.anchor or ".." in pure.parts:
+            return False
+    return True
 
 
 def _read_text(p: Path, what: str) -> str:
@@ -226,7 +228,7 @@ def load_coco(json_path: str | Path, split: str | None = None, image_root: str |
     for img_id in sorted(images):
         im = images[img_id]
         path = root / str(im["file_name"])
-        if not _inside_root(path, root):
+        if not _inside_root(str(im["file_name"])):
             report.add("malformed", f"{jp}: image id {img_id}: file_name {im['file_name']!r} "
                                     f"points outside the image folder {root}")
             continue
@@ -452,6 +454,9 @@ def load_voc(root: str | Path, split: str | None = None) -> DatasetIndex:
             raise DatasetError(f"{root}: no image list {lst} for split {split!r}")
         stems = [ln.split()[0] for ln in _read_text(lst, "the image list").splitlines()
                  if ln.strip()]
+        bad = [s for s in stems if not _inside_root(s)]
+        if bad:
+            raise DatasetError(f"{lst}: image name {bad[0]!r} points outside {ann_dir}")
         xmls = [ann_dir / f"{s}.xml" for s in stems]
     else:
         xmls = sorted(ann_dir.glob("*.xml"))
@@ -480,7 +485,7 @@ def load_voc(root: str | Path, split: str | None = None) -> DatasetIndex:
     for img_id, (xp, tree) in enumerate(parsed):
         fname = tree.findtext("filename") or f"{xp.stem}.jpg"
         ip = img_dir / fname
-        if not _inside_root(ip, img_dir):
+        if not _inside_root(fname):
             report.add("malformed", f"{xp}: <filename> {fname!r} points outside {img_dir}")
             continue
         if not ip.is_file() and (img_dir / f"{xp.stem}.jpg").is_file():
