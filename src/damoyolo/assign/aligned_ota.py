@@ -24,17 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops.boxes import box_iou
-from .common import Assignment, assignment_from_matching, pad_targets, prior_regions
+from .common import LOG_MIN, Assignment, assignment_from_matching, log_sigmoid_pair, \
+    pad_targets, prior_regions
 
 __all__ = ["AlignedOTA", "Assignment", "pad_targets"]
 
 _INF = 1e8  # penalty for priors outside (box and centre), as in the release
-_LOG_MIN = -100.0  # log clamp of torch's binary_cross_entropy on probabilities
-
-
-def _log_sigmoid_pair(logits: Tensor) -> tuple[Tensor, Tensor]:
-    """(log p, log (1 - p)) of ``p = sigmoid(logits)``, clamped like ``binary_cross_entropy``."""
-    return (F.logsigmoid(logits).clamp(min=_LOG_MIN), F.logsigmoid(-logits).clamp(min=_LOG_MIN))
 
 
 class AlignedOTA:
@@ -61,10 +56,10 @@ class AlignedOTA:
         b, a, c = cls_logits.shape
         m = gt_labels.shape[1]
         p = cls_logits.sigmoid()
-        neg_sum = (F.softplus(cls_logits).clamp(max=-_LOG_MIN) * p * p).sum(2, keepdim=True)
+        neg_sum = (F.softplus(cls_logits).clamp(max=-LOG_MIN) * p * p).sum(2, keepdim=True)
         lab = gt_labels.clamp(0, c - 1).unsqueeze(1).expand(b, a, m)  # (B, A, M)
         x_l = cls_logits.gather(2, lab)
-        logp_l, log1mp_l = _log_sigmoid_pair(x_l)
+        logp_l, log1mp_l = log_sigmoid_pair(x_l)
         p_l = x_l.sigmoid()
         neg_l = -log1mp_l * p_l * p_l
         bce_l = -(ious * logp_l + (1 - ious) * log1mp_l)

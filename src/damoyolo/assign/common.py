@@ -1,13 +1,23 @@
-"""What the assigners share: padded targets, the prior regions and the result type."""
+"""What the assigners share: padded targets, the prior regions, the result type and the
+clamped log-probabilities of their classification costs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Assignment", "pad_targets", "prior_regions", "assignment_from_matching"]
+__all__ = ["Assignment", "pad_targets", "prior_regions", "assignment_from_matching", "LOG_MIN",
+           "log_sigmoid_pair"]
+
+LOG_MIN = -100.0  # log clamp of torch's binary_cross_entropy on probabilities
+
+
+def log_sigmoid_pair(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """(log p, log (1 - p)) of ``p = sigmoid(logits)``, clamped like ``binary_cross_entropy``."""
+    return (F.logsigmoid(logits).clamp(min=LOG_MIN), F.logsigmoid(-logits).clamp(min=LOG_MIN))
 
 
 @dataclass

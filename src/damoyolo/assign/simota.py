@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from .aligned_ota import _LOG_MIN, AlignedOTA, _log_sigmoid_pair
+from .aligned_ota import AlignedOTA
+from .common import LOG_MIN, log_sigmoid_pair
 
 __all__ = ["SimOTA"]
 
@@ -38,7 +39,7 @@ class SimOTA(AlignedOTA):
         (``-log(1 - p)``), then the GT's class term swapped for ``-log p``."""
         b, a, c = cls_logits.shape
         m = gt_labels.shape[1]
-        neg_sum = F.softplus(cls_logits).clamp(max=-_LOG_MIN).sum(2, keepdim=True)
+        neg_sum = F.softplus(cls_logits).clamp(max=-LOG_MIN).sum(2, keepdim=True)
         lab = gt_labels.clamp(0, c - 1).unsqueeze(1).expand(b, a, m)
-        logp_l, log1mp_l = _log_sigmoid_pair(cls_logits.gather(2, lab))
+        logp_l, log1mp_l = log_sigmoid_pair(cls_logits.gather(2, lab))
         return neg_sum + log1mp_l - logp_l
