@@ -145,3 +145,28 @@ def test_onnx_with_external_data_is_refused(tmp_path, where):
     out.write_bytes(m.SerializeToString())
     with pytest.raises(MetadataError, match="ext.onnx: the ONNX file refers to external data"):
         read_metadata(out)
+
+
+def test_openvino_backend_checks_an_onnx_file_before_reading_it(tmp_path, monkeypatch):
+    """OpenVINO's ONNX reader follows external-data references: the refusal comes first."""
+    ov = pytest.importorskip("openvino")
+    from damoyolo.export import export_onnx
+    from damoyolo.infer.backends import OpenVINOBackend
+    p = export_onnx(_model(0), tmp_path / "m.onnx", imgsz=(64, 64), simplify=False)
+    m = onnx.load(str(p))
+    _external(m.graph.initializer[0])
+    out = tmp_path / "ext.onnx"
+    out.write_bytes(m.SerializeToString())
+    reads = []
+
+    class Core(ov.Core):
+        def read_model(self, *a, **k):
+            reads.append(a)
+            return super().read_model(*a, **k)
+
+    monkeypatch.setattr(ov, "Core", Core)
+    with pytest.raises(MetadataError, match="external data"):
+        OpenVINOBackend(out)
+    assert reads == []
+    OpenVINOBackend(p)  # a plain export still loads, through the same reader
+    assert len(reads) == 1

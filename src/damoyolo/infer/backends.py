@@ -153,9 +153,12 @@ class OpenVINOBackend(Backend):
         from ..metadata import read_metadata, read_openvino_metadata
 
         core = ov.Core()
+        onnx_file = str(path).lower().endswith(".onnx")
+        if onnx_file:  # checked (external data refused) before OpenVINO reads anything
+            self.meta = read_metadata(path)
         model = core.read_model(str(path))
-        self.meta = (read_metadata(path) if str(path).endswith(".onnx")
-                     else read_openvino_metadata(model, path))
+        if not onnx_file:
+            self.meta = read_openvino_metadata(model, path)
         dev = "CPU" if str(device).lower() == "cpu" else str(device).upper()
         cfg = {}
         if precision:
