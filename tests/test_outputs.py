@@ -120,11 +120,16 @@ def test_train_never_overwrites_an_earlier_run_and_resume_continues_in_place(tmp
     assert torch.load(tmp_path / "runs" / "train" / "last.pt", weights_only=True)["epoch"] == 0
 
 
-def test_atomic_files_get_the_usual_permissions(tmp_path):
-    old = os.umask(0o022)
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_atomic_files_get_the_usual_permissions(tmp_path, mask, monkeypatch):
+    old = os.umask(mask)
     try:
+        calls = []
+        real = os.umask
+        monkeypatch.setattr(os, "umask", lambda m: calls.append(m) or real(m))
         atomic_write_text(tmp_path / "a.json", "{}")
-        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
+        assert calls == []  # read, never set for a moment (other threads make files too)
     finally:
         os.umask(old)
 

@@ -120,9 +120,25 @@ def temporary_path(path: str | Path) -> Path:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it (``os.umask`` would set it for a moment,
+    and a file another thread made then would get open permissions)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _UMASK
+
+
+def _startup_umask() -> int:
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _startup_umask()  # at import, before the program starts threads of its own
 
 
 def _tmp_name(path: Path) -> Path:

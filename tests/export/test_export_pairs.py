@@ -170,3 +170,19 @@ def test_openvino_backend_checks_an_onnx_file_before_reading_it(tmp_path, monkey
     assert reads == []
     OpenVINOBackend(p)  # a plain export still loads, through the same reader
     assert len(reads) == 1
+
+
+def test_an_onnxruntime_that_follows_external_data_out_of_the_folder_is_refused(tmp_path,
+                                                                                monkeypatch):
+    ort = pytest.importorskip("onnxruntime")
+    from damoyolo.export import export_onnx
+    from damoyolo.infer.backends import BackendError, OnnxRuntimeBackend, check_safe_onnxruntime
+    for v in ("1.16.3", "1.23.2", "1.26.0"):
+        with pytest.raises(BackendError, match=f"onnxruntime {v} can read files outside"):
+            check_safe_onnxruntime(v)
+    for v in ("1.27.0", "1.32.0", "2.0.1"):
+        check_safe_onnxruntime(v)
+    p = export_onnx(_model(0), tmp_path / "m.onnx", imgsz=(64, 64), simplify=False)
+    monkeypatch.setattr(ort, "__version__", "1.20.1")
+    with pytest.raises(BackendError, match="install onnxruntime >= 1.27"):
+        OnnxRuntimeBackend(p)

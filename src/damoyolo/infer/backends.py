@@ -99,6 +99,25 @@ class TorchBackend(Backend):
         return [scores.float(), boxes.float()]
 
 
+SAFE_ONNXRUNTIME = (1, 27)
+
+
+def check_safe_onnxruntime(version: str) -> None:
+    """Refuse an onnxruntime that follows external-data references out of a model's folder.
+
+    Measured on the releases: up to 1.23 every such reference is read (a relative ``..``
+    path, an absolute path, a symbolic link); 1.24 refuses them in dense initializers, 1.24.3
+    also for a model given as bytes, and 1.27 also in sparse initializers.  damoyolo refuses
+    ONNX files with external data before any runtime sees them; this is the second wall.
+    """
+    import re
+    m = re.match(r"(\d+)\.(\d+)", str(version))
+    if m and (int(m.group(1)), int(m.group(2))) < SAFE_ONNXRUNTIME:
+        raise BackendError(f"onnxruntime {version} can read files outside a model's folder "
+                           f"through external-data references in a crafted model; install "
+                           f"onnxruntime >= {'.'.join(map(str, SAFE_ONNXRUNTIME))}")
+
+
 class OnnxRuntimeBackend(Backend):
     """An exported ``.onnx`` file run by onnxruntime (CPU, or CUDA when installed)."""
 
@@ -112,6 +131,7 @@ class OnnxRuntimeBackend(Backend):
                                "(pip install 'damoyolo[export]')") from None
         from ..metadata import read_metadata
 
+        check_safe_onnxruntime(ort.__version__)
         self.meta = read_metadata(path)
         so = ort.SessionOptions()
         if threads:
