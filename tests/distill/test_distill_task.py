@@ -205,3 +205,52 @@ def test_arms_differ_only_in_the_teacher_term(tmp_path):
                 progress=False, task=DistillTask(_teacher(), DistillConfig(weight=0.5)))
     c.fit()
     assert not all(torch.equal(sa[k], c.model.state_dict()[k]) for k in sa)
+
+
+def test_align_module_init_touches_no_accelerator_generator(monkeypatch):
+    """The align weights come from their own CPU stream: the same weights as a module built
+    right after ``torch.manual_seed(initial_seed + 1)``, the CPU stream restored afterwards,
+    and no accelerator generator reseeded (``torch.manual_seed`` would reseed them all)."""
+    from damoyolo.distill.losses import FeatureDistillLoss
+    task = DistillTask(_teacher(), DistillConfig())
+    model = _student()
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: reseeded.append(("cuda", s)))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda s: reseeded.append(("cuda", s)))
+    if hasattr(torch, "mps"):
+        monkeypatch.setattr(torch.mps, "manual_seed", lambda s: reseeded.append(("mps", s)))
+    state = torch.get_rng_state()
+    task.bind(model, torch.device("cpu"), total_iters=10, no_aug_iters=2)
+    assert torch.equal(torch.get_rng_state(), state) and reseeded == []
+    monkeypatch.undo()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(torch.initial_seed() % 2**63 + 1)
+        ref = FeatureDistillLoss(list(task.module.align[i].in_channels
+                                      for i in range(len(task.module.align))),
+                                 list(task.module.align[i].out_channels
+                                      for i in range(len(task.module.align))))
+    got = task.module.state_dict()
+    assert all(torch.equal(v, got[k]) for k, v in ref.state_dict().items())
+
+
+def test_balance_skips_a_non_finite_measurement():
+    """An overflowed step leaves the running gradient norms as they were; a finite one
+    updates them."""
+    task = DistillTask(_teacher(), DistillConfig(balance=True, balance_momentum=0.5))
+    task.bind(_student(), torch.device("cpu"), total_iters=100, no_aug_iters=0)
+    task._levels = 3
+    task._last_weights = torch.ones(3)
+    norms = task.module.grad_norms
+    norms.copy_(torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+
+    def measure(kd0):
+        for i in range(3):
+            task._tapped(("det", i), torch.tensor(4.0))
+            task._tapped(("kd", i), torch.tensor(kd0 if i == 0 else 16.0))
+
+    measure(float("inf"))
+    assert torch.equal(norms, torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+    measure(float("nan"))
+    assert torch.equal(norms, torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+    measure(16.0)  # sqrt: 2 and 4, averaged with momentum 0.5
+    assert torch.equal(norms, torch.tensor([[1.5, 2.0, 2.5], [4.0, 4.5, 5.0]]))

@@ -154,9 +154,11 @@ class DistillTask:
                           f"it sees the student's {tuple(s_cfg.input_size)} images", stacklevel=2)
         c = self.cfg
         # the align convolutions draw their initial weights from a stream of their own, so
-        # the student's run (augmentation, loader, ...) is the same with or without a teacher
+        # the student's run (augmentation, loader, ...) is the same with or without a teacher:
+        # they are built on the CPU from its generator, reseeded inside a fork that restores
+        # it (torch.manual_seed would also reseed every accelerator's generator, unrestored)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(torch.initial_seed() % 2**63 + 1)
+            torch.default_generator.manual_seed(torch.initial_seed() % 2**63 + 1)
             self.module = FeatureDistillLoss([s[0] for s in s_shapes], [t[0] for t in t_shapes],
                                              method=c.method, temperature=c.temperature,
                                              normalize=c.normalize, balance=c.balance).to(device)
@@ -189,11 +191,12 @@ class DistillTask:
         kd = torch.where(measured, kd / used.clamp(min=1e-12), mod.grad_norms[1])
         now = torch.stack([det, kd])
         self._taps.clear()
-        if not bool(torch.isfinite(now).all()):  # an overflowed step (float16): not measured
-            return
         m = self.cfg.balance_momentum
         fresh = (mod.grad_norms[1] <= 0).unsqueeze(0)
-        mod.grad_norms.copy_(torch.where(fresh, now, m * mod.grad_norms + (1 - m) * now))
+        avg = torch.where(fresh, now, m * mod.grad_norms + (1 - m) * now)
+        # an overflowed step (float16) is not measured: the averages stay; chosen on the
+        # device, without a host synchronisation every iteration
+        mod.grad_norms.copy_(torch.where(torch.isfinite(now).all(), avg, mod.grad_norms))
 
     def _level_weights(self, w: float) -> Tensor:
         """Per level, the loss weight that makes the distillation gradient at that neck output
