@@ -178,6 +178,15 @@ def test_mot_txt_roundtrip(tmp_path):
     assert lines[0] == "1,1,10.00,20.00,30.00,60.00,0.7500,-1,-1,-1" and len(lines) == 3
     rows = read_mot_txt(p)
     assert rows.shape == (3, 10) and rows[:, 0].tolist() == [1, 2, 3]
+    # closing again (explicitly inside the block, then by the block) keeps the finished file
+    with MOTWriter(p) as w:
+        w.write(1, trk.update(np.array([[10.0, 20.0, 40.0, 80.0]]), np.array([0.75])))
+        w.close()
+        w.close()
+        with pytest.raises(ValueError, match="already closed"):
+            w.write(2, trk.update(np.array([[10.0, 20.0, 40.0, 80.0]]), np.array([0.75])))
+    assert len(p.read_text().splitlines()) == 1
+    assert not [q for q in tmp_path.iterdir() if q.name.endswith(".tmp.txt")]
     bad = tmp_path / "bad.txt"
     bad.write_text("1,2,3\n")
     with pytest.raises(ValueError, match="bad.txt:1"):

@@ -34,12 +34,14 @@ def mot_lines(frame: int, tracks: Tracks) -> list[str]:
 
 class MOTWriter:
     """Write frames to a MOTChallenge txt file: lines go to a temporary file in the same
-    folder, renamed to ``path`` by :meth:`close` (a killed run leaves no half file)."""
+    folder, renamed to ``path`` by :meth:`close` (a killed run leaves no half file).
+    Closing again does nothing; writing after closing is an error."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._f = None
         self._tmp: Path | None = None
+        self._closed = False
         self.rows = 0
 
     def _open(self) -> None:
@@ -48,6 +50,8 @@ class MOTWriter:
         self._f = open(self._tmp, "w")
 
     def write(self, frame: int, tracks: Tracks) -> None:
+        if self._closed:
+            raise ValueError(f"{self.path}: MOTWriter already closed")
         if self._f is None:
             self._open()
         for line in mot_lines(frame, tracks):
@@ -55,11 +59,14 @@ class MOTWriter:
             self.rows += 1
 
     def close(self) -> None:
+        if self._closed:  # the file is complete: a second close must not replace it
+            return
         if self._f is None:  # nothing tracked: still leave an (empty) file
             self._open()
         self._f.close()
         self._f = None
         self._tmp.replace(self.path)
+        self._closed = True
 
     def __enter__(self):
         return self
