@@ -103,3 +103,16 @@ def test_demo_and_synth_leave_foreign_folders_alone(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--smoke", "--model", "damoyolo-ns"]) == 0
     assert main(["data", "synth", str(tmp_path / "s"), "--images", "4", "--size", "64"]) == 0
     assert main(["data", "synth", str(tmp_path / "s"), "--images", "4", "--size", "64"]) == 0
+
+
+def test_val_and_bench_json_never_overwrite_their_inputs(setup, capsys):
+    ckpt, data = setup
+    before = ckpt.read_bytes()
+    assert main(["val", "--weights", str(ckpt), "--data", str(data), "--imgsz", "64",
+                 "--save-json", str(ckpt)]) == 2
+    assert "--save-json file would overwrite" in capsys.readouterr().err
+    assert main(["val", "--weights", str(ckpt), "--data", str(data), "--imgsz", "64",
+                 "--save-json", str(data / "labels" / "x.txt")]) == 2
+    assert main(["bench", "--weights", str(ckpt), "--json", str(ckpt)]) == 2
+    assert ckpt.read_bytes() == before
+    assert (data / "labels" / "x.txt").read_text() == "0 0.5 0.5 0.2 0.2\n"

@@ -252,14 +252,18 @@ def test_caches_left_by_killed_runs_are_removed(tmp_path):
     from damoyolo.data.dataset import clean_stale_caches
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
-    stale = [tmp_path / f"damoyolo-cache-ab12-node0-pid{dead}.u8{x}"
+    ns = os.stat("/proc/self/ns/pid").st_ino if os.path.exists("/proc/self/ns/pid") else 0
+    stale = [tmp_path / f"damoyolo-cache-ab12-node0-pid{dead}-ns{ns}.u8{x}"
              for x in ("", ".tmp", ".meta.npy", ".error")]
-    live = tmp_path / f"damoyolo-cache-cd34-node0-pid{os.getpid()}.u8"
+    stale.append(tmp_path / f"damoyolo-cache-ef56-node0-pid{dead}.u8")  # older name
+    live = tmp_path / f"damoyolo-cache-cd34-node0-pid{os.getpid()}-ns{ns}.u8"
+    # a dead-looking process id of another PID namespace (a container sharing /dev/shm)
+    foreign = tmp_path / f"damoyolo-cache-9a9a-node0-pid{dead}-ns{ns + 1}.u8"
     other = tmp_path / "someone-elses.u8"
-    for f in (*stale, live, other):
+    for f in (*stale, live, foreign, other):
         f.write_bytes(b"x")
     assert sorted(clean_stale_caches(tmp_path)) == sorted(stale)
-    assert live.exists() and other.exists()
+    assert live.exists() and foreign.exists() and other.exists()
 
 
 def test_training_with_the_cache_is_the_same_run(tmp_path, capsys):

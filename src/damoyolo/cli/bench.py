@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch < 1 or args.runs < 1 or args.warmup < 0:
         raise CLIError("--batch and --runs must be >= 1, --warmup >= 0")
+    if args.json:
+        from ..outputs import refuse_overlap
+        refuse_overlap(args.json, [args.weights], what="--json file")
     imgsz = None
     if args.imgsz:
         imgsz = (args.imgsz[0], args.imgsz[-1])

@@ -66,6 +66,9 @@ def run(args) -> int:
     from ..eval import evaluate, format_report, open_predictor
     from . import parse_imgsz
     args.imgsz = parse_imgsz(args.imgsz)
+    if args.save_json:  # never over the weights or into the dataset it reads
+        from ..outputs import refuse_overlap
+        refuse_overlap(args.save_json, [args.weights, args.data], what="--save-json file")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pred = open_predictor(args.weights, backend=args.backend, model=args.model, device=device,
                           imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,

@@ -204,9 +204,11 @@ class DetectionDataset(Dataset):
             token = _broadcast(secrets.token_hex(6))
             # the name carries the pid of the node's decoding process: a cache that a killed
             # run left behind is found by it and removed by the next run (clean_stale_caches)
-            builders = {n: pid for n, loc, pid in _gather((g["node"], g["local"], os.getpid()))
+            builders = {n: (pid, ns) for n, loc, pid, ns in
+                        _gather((g["node"], g["local"], os.getpid(), _pid_namespace()))
                         if loc == 0}
-            path = root / f"damoyolo-cache-{token}-node{g['node']}-pid{builders[g['node']]}.u8"
+            pid, ns = builders[g["node"]]
+            path = root / f"damoyolo-cache-{token}-node{g['node']}-pid{pid}-ns{ns}.u8"
             if mine:
                 clean_stale_caches(root)
             if mine:
@@ -531,21 +533,34 @@ def _copies_text(one: int, ranks: int, spawned: int, shared: bool = False) -> st
             f"{_gib(one * copies)}")
 
 
-_CACHE_NAME = re.compile(r"^damoyolo-cache-[0-9a-f]+-node\d+-pid(\d+)\.u8")
+_CACHE_NAME = re.compile(r"^damoyolo-cache-[0-9a-f]+-node\d+-pid(\d+)(?:-ns(\d+))?\.u8")
+
+
+def _pid_namespace() -> int:
+    """The id of this process's PID namespace (0 when unknown): containers sharing
+    ``/dev/shm`` (``--ipc=host``) see each other's files but not each other's processes."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
 
 
 def clean_stale_caches(root: str | Path) -> list[Path]:
     """Remove the shared image caches (and their metadata, temporary and error files) that
     processes no longer running left in ``root`` (a run killed while it built or held one);
-    returns what was removed."""
+    returns what was removed.  Only files made in this process's PID namespace are judged:
+    a process id from another container says nothing here."""
     from ..outputs import process_alive
     removed = []
     try:
         entries = list(Path(root).iterdir())
     except OSError:
         return removed
+    here = _pid_namespace()
     for f in entries:
         m = _CACHE_NAME.match(f.name)
+        if m and m.group(2) is not None and int(m.group(2)) != here:
+            continue  # another container's: its process ids are not ours to judge
         if m and not process_alive(int(m.group(1))):
             try:
                 f.unlink()

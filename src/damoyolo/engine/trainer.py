@@ -34,7 +34,7 @@ from ..data.dataset import EpochSampler
 
 from .._cpu import torch_cpu_has
 from ..assign import build_assigner
-from ..outputs import clean_stale_temporaries, lock_run_dir
+from ..outputs import atomic_output, clean_stale_temporaries, lock_run_dir
 from ..checkpoint import FORMAT, CheckpointError, atomic_save, checkpoint_header, read_checkpoint
 from ..config import ConfigError, ModelConfig, TrainConfig, from_dict, to_dict
 from ..losses.criterion import DAMOYOLOCriterion
@@ -502,14 +502,15 @@ class Trainer:
         strong = self.start_epoch < no_aug_from
         self._set_strong_aug(strong)
         loader = self._loader()
-        lock = contextlib.nullcontext()
-        if du.is_main():
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            lock = lock_run_dir(self.out_dir)  # one run at a time writes here
-        with lock, du.failures_shared():  # a rank's error ends every rank with its message
+        with du.failures_shared():  # a rank's error ends every rank with its message
+            lock = contextlib.nullcontext()
             if du.is_main():
-                clean_stale_temporaries(self.out_dir)  # a kill during an earlier save
-            return self._fit(loader, strong, no_aug_from)
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                lock = lock_run_dir(self.out_dir)  # one run at a time writes here
+            with lock:
+                if du.is_main():
+                    clean_stale_temporaries(self.out_dir)  # a kill during an earlier save
+                return self._fit(loader, strong, no_aug_from)
 
     def _fit(self, loader, strong: bool, no_aug_from: int) -> dict[str, Any]:
         cfg = self.cfg
@@ -620,12 +621,10 @@ class Trainer:
             for r in rows:
                 keys += [k for k in r if k not in keys]
         rows.append(record)
-        tmp = path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic_output(path) as tmp, tmp.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(rows)
-        tmp.replace(path)
         if writer is not None:
             for k, v in record.items():
                 if k != "epoch" and isinstance(v, (int, float)):
