@@ -50,3 +50,32 @@ def test_limit_and_broken_headers():
         check_image_pixels((10000, 10001), "f.png")
     for junk in (b"", b"\x89PNG", b"\xff\xd8\xff", b"II*\x00\xff\xff\xff\x7f", b"P6 x y 255"):
         assert header_size(junk) is None
+
+
+@pytest.mark.parametrize("env", ["0", "-5", "abc", "1.5", "1e8", "true"])
+def test_a_bad_pixel_limit_in_the_environment_is_a_config_error(env, monkeypatch):
+    from damoyolo.config import ConfigError
+    from damoyolo.imageheader import max_image_pixels
+    monkeypatch.setenv("DAMOYOLO_MAX_IMAGE_PIXELS", env)
+    with pytest.raises(ConfigError, match=f"DAMOYOLO_MAX_IMAGE_PIXELS='{env}': .*integer >= 1"):
+        max_image_pixels()
+    with pytest.raises(ConfigError):  # not an oversized image: the setting is wrong
+        check_image_pixels((2, 2), "f.png")
+
+
+def test_pixel_limit_from_the_environment_and_the_setter(monkeypatch):
+    from damoyolo.config import ConfigError
+    from damoyolo.imageheader import DEFAULT_MAX_IMAGE_PIXELS, max_image_pixels
+    monkeypatch.setenv("DAMOYOLO_MAX_IMAGE_PIXELS", " 1000 ")
+    assert max_image_pixels() == 1000
+    monkeypatch.setenv("DAMOYOLO_MAX_IMAGE_PIXELS", "")
+    assert max_image_pixels() == DEFAULT_MAX_IMAGE_PIXELS
+    for bad in (0, -1, 1.5, 100.0, "100", True):
+        with pytest.raises(ConfigError, match=r"set_max_image_pixels\(.*integer >= 1"):
+            set_max_image_pixels(bad)
+    assert max_image_pixels() == DEFAULT_MAX_IMAGE_PIXELS  # a refused value changes nothing
+    try:
+        set_max_image_pixels(np.int64(7))
+        assert max_image_pixels() == 7
+    finally:
+        set_max_image_pixels(None)

@@ -4,7 +4,8 @@ A few hundred bytes of header can claim 100000 x 100000 pixels; decoding such a 
 "decompression bomb") allocates tens of gigabytes.  Every image this package decodes is
 first sized from its header (PNG, JPEG, BMP, GIF, WebP, TIFF, PNM) and refused above
 :func:`max_image_pixels`: by default 100 million pixels (e.g. 10000 x 10000), changed with
-the environment variable ``DAMOYOLO_MAX_IMAGE_PIXELS`` or :func:`set_max_image_pixels`.
+the environment variable ``DAMOYOLO_MAX_IMAGE_PIXELS`` or :func:`set_max_image_pixels` (an
+integer >= 1; anything else is a ``ConfigError``).
 Formats whose header is not parsed here (JPEG 2000, BigTIFF) keep OpenCV's own cap of
 2^30 pixels.
 """
@@ -12,15 +13,18 @@ Formats whose header is not parsed here (JPEG 2000, BigTIFF) keep OpenCV's own c
 from __future__ import annotations
 
 import io
+import operator
 import os
 import struct
 
+from .config import ConfigError
 from .errors import DamoyoloError
 
 __all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "ImageTooLargeError", "header_size", "max_image_pixels",
            "set_max_image_pixels", "check_image_pixels"]
 
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+_ENV = "DAMOYOLO_MAX_IMAGE_PIXELS"
 _limit: int | None = None
 
 
@@ -30,23 +34,42 @@ class ImageTooLargeError(DamoyoloError, ValueError):
 
 def max_image_pixels() -> int:
     """The pixel limit in force (``set_max_image_pixels``, else the environment variable
-    ``DAMOYOLO_MAX_IMAGE_PIXELS``, else 100 million)."""
+    ``DAMOYOLO_MAX_IMAGE_PIXELS``, else 100 million).
+
+    Raises :class:`~damoyolo.config.ConfigError` when the environment variable is set to
+    anything but an integer >= 1."""
     if _limit is not None:
         return _limit
-    env = os.environ.get("DAMOYOLO_MAX_IMAGE_PIXELS", "")
+    env = os.environ.get(_ENV, "")
+    if not env.strip():
+        return DEFAULT_MAX_IMAGE_PIXELS
     try:
-        return int(env) if env.strip() else DEFAULT_MAX_IMAGE_PIXELS
+        n = int(env.strip())
     except ValueError:
-        raise ImageTooLargeError(f"DAMOYOLO_MAX_IMAGE_PIXELS={env!r} is not an integer"
-                                 ) from None
+        n = 0
+    if n < 1:
+        raise ConfigError(f"{_ENV}={env!r}: the pixel limit must be an integer >= 1 "
+                          f"(e.g. {DEFAULT_MAX_IMAGE_PIXELS}); unset it for the default")
+    return n
 
 
 def set_max_image_pixels(n: int | None) -> None:
-    """Set the pixel limit for this process (``None``: back to the default / environment)."""
+    """Set the pixel limit for this process (``None``: back to the default / environment).
+
+    Raises :class:`~damoyolo.config.ConfigError` unless ``n`` is ``None`` or an integer
+    >= 1."""
     global _limit
-    if n is not None and int(n) < 1:
-        raise ValueError(f"the pixel limit must be >= 1, got {n}")
-    _limit = None if n is None else int(n)
+    if n is None:
+        _limit = None
+        return
+    try:
+        v = operator.index(n) if not isinstance(n, bool) else 0
+    except TypeError:
+        v = 0
+    if v < 1:
+        raise ConfigError(f"set_max_image_pixels({n!r}): the pixel limit must be an integer "
+                          f">= 1, or None for the default")
+    _limit = int(v)
 
 
 def check_image_pixels(hw: tuple[int, int], where: str) -> None:
