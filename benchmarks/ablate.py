@@ -156,10 +156,8 @@ def cpu_name() -> str:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from damoyolo.outputs import atomic_write_text
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 # The child process: one damoyolo.train() call at the given thread count; prints the record.
@@ -404,11 +402,10 @@ def plot(study: dict, res: dict[str, dict[int, dict]], path: Path) -> bool:
     ax.set_title(study["name"])
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    from damoyolo.outputs import atomic_output
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
     return True
 
 
@@ -419,10 +416,8 @@ def report(runner: Runner) -> str:
     for f in sorted(tdir.glob("*.json")) if tdir.exists() else []:
         teachers[f.stem] = json.loads(f.read_text())
     text = table(runner.study, res, teachers)
-    runner.out.mkdir(parents=True, exist_ok=True)
-    tmp = runner.out / f".table.md.{os.getpid()}.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, runner.out / "table.md")
+    from damoyolo.outputs import atomic_write_text
+    atomic_write_text(runner.out / "table.md", text)
     plot(runner.study, res, runner.out / "map_per_seed.png")
     return text
 
