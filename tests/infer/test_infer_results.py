@@ -110,3 +110,42 @@ def test_a_killed_run_leaves_complete_lines(tmp_path):
     lines = [json.loads(x) for x in w.path.read_text().splitlines()]
     assert [x["type"] for x in lines] == ["run", "frame", "frame", "frame"]
     w.close()
+
+
+def _images(n=2):
+    img = np.zeros((64, 64, 3), np.uint8)
+    return [Frame(f"img{i}.jpg", img, None, i) for i in range(n)]
+
+
+@pytest.mark.parametrize("blocked", ["img0.jpg", "labels/img1.txt", "encoder"])
+def test_an_unwritable_output_is_one_line_naming_it(tmp_path, blocked, monkeypatch):
+    """A file that cannot be written (a folder in its place, an encoder that fails) ends the
+    run with an OutputError naming it (one line from the command), not a bare OSError; the
+    summary records the failure."""
+    from damoyolo.errors import DamoyoloError
+    from damoyolo.outputs import OutputError
+    out = tmp_path / "o"
+    if blocked == "encoder":
+        import cv2
+        monkeypatch.setattr(cv2, "imwrite", lambda *a, **k: False)
+        named = out / "img0.jpg"
+    else:
+        named = out / blocked
+        named.mkdir(parents=True)
+    w = PredictionWriter(out, {"source": "synth"}, kind="images", save_txt=True)
+    with pytest.raises(OutputError) as e:
+        predict_source(_ManyBoxes(k=2), _images(), w)
+    msg = str(e.value)
+    assert isinstance(e.value, DamoyoloError) and len(msg.splitlines()) == 1
+    assert msg.startswith(f"{named}: could not be written"), msg
+    _, _, summary = read_predictions(w.path)
+    assert summary["interrupted"] and "OutputError" in summary["failure"]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp.jpg")
+                or p.name.endswith(".tmp.txt")]
+
+
+def test_an_unwritable_output_folder_is_one_line(tmp_path):
+    from damoyolo.outputs import OutputError
+    (tmp_path / "f").write_text("x")  # a file where the folder should be
+    with pytest.raises(OutputError, match="could not be written"):
+        PredictionWriter(tmp_path / "f" / "o", {"source": "synth"}, kind="images")

@@ -22,11 +22,12 @@ source that fails) leaves every record it wrote.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
 
-from ..outputs import atomic_output, atomic_write_text, temporary_path
+from ..outputs import OutputError, atomic_output, atomic_write_text, temporary_path
 
 __all__ = ["DISPLAY_CONF", "PredictionWriter", "predict_source", "read_predictions",
            "yolo_lines"]
@@ -48,6 +49,18 @@ def yolo_lines(det, hw: tuple[int, int]) -> list[str]:
                                                 det.labels.tolist())]
 
 
+@contextlib.contextmanager
+def _writing(path: Path):
+    """An ``OSError`` while writing ``path`` (permissions, a full disk, a folder in the way)
+    as an :class:`~damoyolo.outputs.OutputError` naming it: one line, not a traceback."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as e:
+        raise OutputError(f"{path}: could not be written ({e.strerror or e})") from None
+
+
 class PredictionWriter:
     """Writes the outputs of one run into ``out`` as they come (module docstring).
 
@@ -59,15 +72,17 @@ class PredictionWriter:
     def __init__(self, out: str | Path, run: dict, kind: str = "images", stem: str = "video",
                  fps: float = 25.0, save_img: bool = True, save_txt: bool = False):
         self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        if save_txt:
-            (self.out / "labels").mkdir(exist_ok=True)
         self.kind, self.stem, self.fps = kind, stem, float(fps)
         self.save_img, self.save_txt = save_img, save_txt
         self.path = self.out / JSONL_NAME
+        with _writing(self.out):
+            self.out.mkdir(parents=True, exist_ok=True)
+            if save_txt:
+                (self.out / "labels").mkdir(exist_ok=True)
         # appended: a folder reused with --exist-ok keeps every run's records (each run
         # starts with its "run" line)
-        self._file = open(self.path, "a", encoding="utf-8")
+        with _writing(self.path):
+            self._file = open(self.path, "a", encoding="utf-8")
         self._used: set[str] = set()
         self._video = None
         self.records = self.detections = self.errors = 0
@@ -97,9 +112,9 @@ class PredictionWriter:
                    "detections": det.to_list()}
             if self.save_img:
                 path = self.out / f"{stem}.jpg"
-                with atomic_output(path) as tmp:
+                with _writing(path), atomic_output(path) as tmp:
                     if not cv2.imwrite(str(tmp), draw_detections(frame.image, det)[:, :, ::-1]):
-                        raise OSError(f"{path}: could not be written")
+                        raise OutputError(f"{path}: could not be written")
                 rec["annotated"] = str(path)
         else:
             stem = f"{self.stem}_{frame.index:06d}"
@@ -107,19 +122,22 @@ class PredictionWriter:
                    "detections": det.to_list()}
             if self.save_img:
                 if self._video is None:  # a temporary file until close() renames it
-                    self._video_path = temporary_path(self.out / f"{self.stem}.mp4")
+                    with _writing(self.out / f"{self.stem}.mp4"):
+                        self._video_path = temporary_path(self.out / f"{self.stem}.mp4")
                     self._video = cv2.VideoWriter(str(self._video_path),
                                                   cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
                                                   (hw[1], hw[0]))
                     if not self._video.isOpened():
                         self._video = None
                         self._video_path.unlink(missing_ok=True)
-                        raise OSError(f"{self.out / f'{self.stem}.mp4'}: this OpenCV cannot "
-                                      f"write mp4v video (use --no-save-img)")
+                        raise OutputError(f"{self.out / f'{self.stem}.mp4'}: could not be "
+                                          f"written (this OpenCV cannot write mp4v video, or "
+                                          f"the folder is not writable; --no-save-img skips it)")
                 self._video.write(draw_detections(frame.image, det)[:, :, ::-1])
         if self.save_txt:
-            atomic_write_text(self.out / "labels" / f"{stem}.txt",
-                              "".join(ln + "\n" for ln in yolo_lines(det, hw)))
+            label = self.out / "labels" / f"{stem}.txt"
+            with _writing(label):
+                atomic_write_text(label, "".join(ln + "\n" for ln in yolo_lines(det, hw)))
         self.records += 1
         self.detections += len(det)
         self._line(rec)
@@ -143,7 +161,8 @@ class PredictionWriter:
         if self._video is not None:
             self._video.release()
             self._video = None
-            self._video_path.replace(self.out / f"{self.stem}.mp4")
+            with _writing(self.out / f"{self.stem}.mp4"):
+                self._video_path.replace(self.out / f"{self.stem}.mp4")
         return summary
 
 
