@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from ..track.api import track_frames
     from ..track.bytetrack import TRACKERS, _replace
     from ..track.draw import TrackDrawer
-    from ..outputs import atomic_output, temporary_path
+    from ..outputs import OutputError, atomic_output, temporary_path
     from ..track.io import MOTWriter, read_mot_txt, write_json
     from . import CLIError, parse_imgsz
 
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
                                                  float(fps or 25.0), (w, h))
                         if not writer.isOpened():
                             video_tmp.unlink(missing_ok=True)
-                            raise OSError(f"{out / f'{stem}_tracked.mp4'}: this OpenCV cannot "
+                            raise OutputError(f"{out / f'{stem}_tracked.mp4'}: this OpenCV cannot "
                                           f"write mp4v video (use --no-save-video)")
                     writer.write(np.ascontiguousarray(drawn))
                 if args.save_frames or not is_video:
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
                             f"{r.frame:06d}_{Path(r.name).stem}.jpg")
                     with atomic_output(frames_dir / name) as tmp:
                         if not cv2.imwrite(str(tmp), drawn):
-                            raise OSError(f"{frames_dir / name}: could not be written")
+                            raise OutputError(f"{frames_dir / name}: could not be written")
             records.append(rec)
     except KeyboardInterrupt:
         print("\ninterrupted: writing what was processed", file=sys.stderr)
