@@ -243,6 +243,37 @@ def test_finetune_from_an_official_release_checkpoint():
             assert torch.equal(v, ref.state_dict()[k]), k
 
 
+def test_plots_are_written_atomically(tmp_path, monkeypatch):
+    """A plot goes to a unique temporary renamed over its name: a save that fails half-way
+    leaves the previous plot as it was and no temporary behind."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from damoyolo.engine.plots import plot_history, plot_pr_curves
+    history = [{"epoch": 0, "loss": 2.0, "lr": 0.01}, {"epoch": 1, "loss": 1.5, "lr": 0.005,
+                                                        "val_AP": 0.1}]
+    gt = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}
+    real = Figure.savefig
+
+    def half_then_fail(self, fname, *a, **k):
+        real(self, fname, *a, **k)
+        with open(fname, "r+b") as f:
+            f.truncate(10)
+        raise OSError("disk full")
+
+    for name, draw in (("results.png", lambda p: plot_history(history, p)),
+                       ("pr_curves.png", lambda p: plot_pr_curves(gt, [], ["a"], p))):
+        out = tmp_path / name
+        assert draw(out) == out and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        before = out.read_bytes()
+        monkeypatch.setattr(Figure, "savefig", half_then_fail)
+        with pytest.raises(OSError, match="disk full"):
+            draw(out)
+        monkeypatch.setattr(Figure, "savefig", real)
+        assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pr_curves.png", "results.png"]
+
+
 def test_memory_format_policy(tmp_path):
     import damoyolo
     from damoyolo.engine.trainer import use_channels_last

@@ -24,6 +24,19 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    """``fig`` -> ``path`` through a unique temporary renamed over it (a kill leaves the
+    previous plot or none, never half of one); the figure is closed either way."""
+    from ..outputs import atomic_output
+    path = Path(path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format=path.suffix[1:].lower() or "png")
+    finally:
+        plt.close(fig)
+    return path
+
+
 def plot_history(history: list[dict], path: str | Path) -> Path:
     """Loss components, learning rate and validation mAP per epoch -> ``path`` (PNG)."""
     plt = _pyplot()
@@ -46,10 +59,7 @@ def plot_history(history: list[dict], path: str | Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def pr_curves(gt: dict, results: list[dict], iou: float = 0.5) -> dict[int, np.ndarray]:
@@ -90,7 +100,4 @@ def plot_pr_curves(gt: dict, results: list[dict], class_names: list[str], path: 
     if aps:
         ax.legend(fontsize=7, loc="best", ncol=2 if len(aps) > 12 else 1)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
