@@ -149,3 +149,44 @@ def test_export_cli_onnx(tmp_path, capsys):
     assert meta["class_names"] == ["a", "b"] and meta["dynamic_batch"] and meta["max_det"] == 5
     assert main(["export", "--weights", str(ckpt), "--half", "--out", str(out)]) == 2
     assert "fp16 ONNX" in capsys.readouterr().err
+
+
+def test_a_failed_export_leaves_no_temporary(tmp_path, monkeypatch):
+    """torch.onnx.export failing half-way: the error propagates, its temporary is gone and
+    the earlier export at the same name is untouched."""
+    out = tmp_path / "m.onnx"
+    model = damoyolo.build_model("damoyolo-ns")
+    export_onnx(model, out, imgsz=(64, 64), simplify=False)
+    before = out.read_bytes()
+
+    def half_then_fail(module, args, f, *a, **k):
+        Path(f).write_bytes(b"partial")
+        raise RuntimeError("export failed")
+    monkeypatch.setattr(torch.onnx, "export", half_then_fail)
+    with pytest.raises(RuntimeError, match="export failed"):
+        export_onnx(model, out, imgsz=(64, 64), simplify=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"] and out.read_bytes() == before
+
+
+def test_tensorrt_calibration_cache_written_atomically(tmp_path, monkeypatch):
+    """The INT8 calibration cache goes to a unique temporary renamed over it (the TensorRT
+    calibrator is driven here with a stand-in base class: no TensorRT or GPU needed)."""
+    import os
+    import types
+
+    import cv2
+
+    from damoyolo.export.tensorrt import _calibrator
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((32, 32, 3), np.uint8))
+    trt = types.SimpleNamespace(IInt8EntropyCalibrator2=object)
+    cache = tmp_path / "m.calib"
+    cal = _calibrator(trt, tmp_path, (32, 32), 1, cache)
+    assert cal.read_calibration_cache() is None
+    renamed = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renamed.append((Path(a), Path(b))),
+                                                     real(a, b))[1])
+    cal.write_calibration_cache(memoryview(b"cache-v1"))
+    assert cal.read_calibration_cache() == b"cache-v1"
+    assert len(renamed) == 1 and renamed[0][1] == cache and renamed[0][0] != cache
+    assert renamed[0][0].parent == tmp_path and not renamed[0][0].exists()

@@ -250,12 +250,12 @@ def export_onnx(model: nn.Module, path: str | Path, imgsz: tuple[int, int] | Non
     path.parent.mkdir(parents=True, exist_ok=True)
     x = torch.zeros(batch, 3, *hw)
     tmp = temporary_path(path)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (x,), str(tmp), opset_version=opset, input_names=["images"],
-                          output_names=names, dynamic_axes=axes, dynamo=False,
-                          do_constant_folding=True)
-    try:
+    try:  # the temporary goes whether the export or the load fails
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, (x,), str(tmp), opset_version=opset,
+                              input_names=["images"], output_names=names, dynamic_axes=axes,
+                              dynamo=False, do_constant_folding=True)
         m = onnx.load(str(tmp))
     finally:
         tmp.unlink(missing_ok=True)

@@ -51,7 +51,7 @@ def _calibrator(trt, calib_dir: Path, input_hw: tuple[int, int], batch: int, cac
         def __init__(self):
             super().__init__()
             self.i = 0
-            self.buf = torch.empty((batch, 3, *input_hw), device="cuda")
+            self.buf = None  # the device batch, made when TensorRT asks for the first one
 
         def get_batch_size(self):
             return batch
@@ -66,6 +66,8 @@ def _calibrator(trt, calib_dir: Path, input_hw: tuple[int, int], batch: int, cac
                 except ImageReadError:
                     arrs.append(torch.zeros(3, *input_hw))
             self.i += batch
+            if self.buf is None:
+                self.buf = torch.empty((batch, 3, *input_hw), device="cuda")
             self.buf.copy_(torch.stack(arrs))
             return [int(self.buf.data_ptr())]
 
@@ -73,7 +75,8 @@ def _calibrator(trt, calib_dir: Path, input_hw: tuple[int, int], batch: int, cac
             return cache.read_bytes() if cache.is_file() else None
 
         def write_calibration_cache(self, data):
-            cache.write_bytes(bytes(data))
+            from ..outputs import atomic_write_bytes  # a unique temporary, renamed over it
+            atomic_write_bytes(cache, bytes(data))
 
     return Calib()
 
