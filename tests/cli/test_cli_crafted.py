@@ -1,11 +1,21 @@
 """Crafted files end in one clear line naming the file, never a traceback or a runaway
-allocation: each case goes through ``damoyolo.cli.main`` as a user's command would."""
+allocation: each case goes through ``damoyolo.cli.main`` as a user's command would.
+
+Memory: every case is bounded in the Python allocations it makes (``tracemalloc`` peak, in
+this process); the cases that could make a native allocation (image decoding, model
+building) run in a child process of their own, whose own peak resident memory is measured
+and whose data segment is capped (``RLIMIT_DATA``), on POSIX.  (A process-wide peak such as
+``ru_maxrss`` of the test process cannot fail once an earlier test has raised it.)
+"""
 
 from __future__ import annotations
 
 import json
-import resource
+import os
 import struct
+import subprocess
+import sys
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -127,6 +137,20 @@ def _out_is_a_file(t, c):
         "f", "err"
 
 
+def _stats_out_is_a_folder(t, c):
+    d = _yolo(t / "d", b"names: [a]\n")
+    (t / "stats.png").mkdir()
+    return ["data", "check", str(d), "--no-decode", "--stats", str(t / "stats.png")], \
+        "stats.png", "err"
+
+
+def _grid_out_is_a_folder(t, c):
+    d = _yolo(t / "d", b"names: [a]\n")
+    (t / "grid.png").mkdir()
+    return ["data", "show", str(d), "--num", "1", "--out", str(t / "grid.png")], "grid.png", \
+        "err"
+
+
 def _data(builder, named, where):
     return lambda t, c: (["data", "check", str(builder(t / "d"))], named, where)
 
@@ -162,25 +186,102 @@ CASES = {
         ck["model_config"]["head"].update(num_classes=3), ck.update(class_names=None))),
     "gt_not_utf8": _gt_not_utf8,
     "out_names_an_existing_file": _out_is_a_file,
+    "data_check_stats_cannot_be_written": _stats_out_is_a_folder,
+    "data_show_grid_cannot_be_written": _grid_out_is_a_folder,
 }
+
+# the cases whose failure mode is a native allocation (a decoded image, a built model),
+# which tracemalloc does not see: run alone in a child process, its own peak measured
+# (about 2 s each: the others stay in this process)
+NATIVE = {"decompression_bomb_data_check", "decompression_bomb_predict",
+          "checkpoint_huge_num_classes", "checkpoint_huge_channels"}
+PY_PEAK_MB = 256  # Python allocations of one case, in this process
+CHILD_PEAK_MB = 1024  # resident peak of a whole child (interpreter, torch, OpenCV, model:
+# about 250 MB on a CPU build)
+CHILD_DATA_CAP = 4 << 30  # its data segment: a runaway allocation fails instead of swapping
+
+# the child: caps its data segment, runs the code, then reports its own resident peak
+# (Linux: VmHWM of this process image; ru_maxrss would carry over the parent's peak across
+# fork and exec)
+_CHILD = """
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_DATA, (CAP, CAP))
+def peak_mb():
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM")) / 1024
+    except OSError:
+        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return r / 2 ** 20 if sys.platform == "darwin" else r / 1024
+try:
+    BODY
+finally:
+    with open("child.peak", "w") as f:
+        f.write(str(peak_mb()))
+"""
+_MAIN = "from damoyolo.cli import main; rc = main(sys.argv[1:])\n    sys.exit(rc)"
+
+
+def _run_child(argv: list[str], cwd: Path, body: str = _MAIN) -> tuple[int, str, str, float]:
+    """``body`` with ``argv`` in a fresh interpreter in ``cwd`` -> (exit status, stdout,
+    stderr, that interpreter's own peak resident memory in MB)."""
+    code = _CHILD.replace("CAP", str(CHILD_DATA_CAP)).replace("BODY", body)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                       cwd=cwd, env=env, timeout=300)
+    peak = cwd / "child.peak"
+    mb = float(peak.read_text()) if peak.is_file() else float("nan")
+    peak.unlink(missing_ok=True)
+    return p.returncode, p.stdout, p.stderr, mb
+
+
+def _measured_alone() -> bool:
+    try:
+        import resource  # noqa: F401  (POSIX only)
+    except ImportError:
+        return False
+    return True
+
+
+def test_the_child_measure_sees_an_allocation(tmp_path):
+    """The child's peak is its own: a 300 MB allocation shows, an empty child stays small
+    whatever this process holds, and the cap stops a runaway allocation."""
+    if not _measured_alone():
+        pytest.skip("per-process memory is measured and capped on POSIX")
+    rc, _, _, peak = _run_child([], tmp_path, "b = bytearray(300 << 20)")
+    assert rc == 0 and peak >= 300
+    rc, _, _, small = _run_child([], tmp_path, "pass")
+    assert rc == 0 and small < 100
+    rc, _, err, _ = _run_child([], tmp_path, "b = bytearray(8 << 30)")
+    assert rc != 0 and "MemoryError" in err
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_crafted_file_is_one_clear_line(name, tmp_path, ckpt, capsys):
     argv, named, where = CASES[name](tmp_path, ckpt)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rc = main(argv)
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    cap = capsys.readouterr()
-    assert rc != 0 or where == "warn", (name, cap.out[-500:], cap.err[-500:])
-    assert "Traceback" not in cap.err and "Traceback" not in cap.out
+    if name in NATIVE and _measured_alone():
+        rc, out, err, peak_mb = _run_child(argv, tmp_path)
+        assert peak_mb < CHILD_PEAK_MB, f"{name}: peak resident memory {peak_mb:.0f} MB"
+    else:
+        tracemalloc.start()
+        try:
+            rc = main(argv)
+            peak_mb = tracemalloc.get_traced_memory()[1] / 2 ** 20
+        finally:
+            tracemalloc.stop()
+        cap = capsys.readouterr()
+        out, err = cap.out, cap.err
+        assert peak_mb < PY_PEAK_MB, f"{name}: Python allocations peaked at {peak_mb:.0f} MB"
+    assert rc != 0 or where == "warn", (name, out[-500:], err[-500:])
+    assert "Traceback" not in err and "Traceback" not in out, (name, err[-2000:])
     if where == "err":
-        lines = cap.err.strip().splitlines()
-        assert len(lines) == 1 and named in lines[0], (name, cap.err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and named in lines[0], (name, err)
     else:  # data check: the report names the file and the fault
-        assert named in cap.out, cap.out
-        assert ("ERROR" in cap.out) if where == "out" else ("WARNING" in cap.out), cap.out
-    assert grown_mb < 1024, f"{name}: peak memory grew {grown_mb:.0f} MB"
+        assert named in out, out
+        assert ("ERROR" in out) if where == "out" else ("WARNING" in out), out
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name], name  # no temporaries
 
 
 def test_video_frames_over_the_pixel_limit_are_refused_before_decoding(tmp_path, ckpt, capsys):

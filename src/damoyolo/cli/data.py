@@ -43,6 +43,26 @@ def run(args: argparse.Namespace) -> int:
     return {"check": _check, "synth": _synth, "show": _show}[args.data_command](args)
 
 
+def _write_image(path, bgr) -> None:
+    """An image file written through a unique temporary renamed over ``path`` (a kill leaves
+    the previous file or none); one that cannot be written is an ``OutputError`` naming it."""
+    import cv2
+
+    from ..outputs import OutputError, atomic_output
+    try:
+        with atomic_output(path) as tmp:
+            ok = cv2.imwrite(str(tmp), bgr)
+            if not ok:
+                raise OutputError(f"{path}: could not be written")
+    except cv2.error as e:
+        raise OutputError(f"{path}: could not be written as an image "
+                          f"({str(e).strip().splitlines()[-1]})") from None
+    except OutputError:
+        raise
+    except OSError as e:
+        raise OutputError(f"{path}: could not be written ({e.strerror or e})") from None
+
+
 def _check(args) -> int:
     import time
     from pathlib import Path
@@ -53,10 +73,8 @@ def _check(args) -> int:
     index = check_dataset(args.path, args.split, decode=not args.no_decode)
     print(index.summary())
     if args.stats:
-        import cv2
         stats = Path(args.stats)
-        stats.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(stats), label_stats_image(index)[:, :, ::-1])
+        _write_image(stats, label_stats_image(index)[:, :, ::-1])
         print(f"label statistics -> {stats}")
     errs = index.report.errors()
     dt = time.perf_counter() - t0
@@ -121,7 +139,6 @@ def _show(args) -> int:
     for k, tile in enumerate(tiles):
         grid[(k // cols) * h:(k // cols + 1) * h, (k % cols) * w:(k % cols + 1) * w] = tile
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), grid[:, :, ::-1])
+    _write_image(out, np.ascontiguousarray(grid[:, :, ::-1]))
     print(f"{len(tiles)} {'augmented ' if args.augment else ''}samples -> {out}")
     return 0
