@@ -253,7 +253,7 @@ class TrainConfig:
     always; on a CPU only for models with depthwise convolutions (the nano presets, whose
     steps it makes 1.5-1.9x faster).  The other presets train in NCHW on a CPU: in
     channels_last they learned measurably less per iteration than the official loop
-    (docs/training.md, learning parity), in NCHW as much.  See
+    (docs/benchmarks/learning_parity.md), in NCHW as much.  See
     :func:`damoyolo.engine.trainer.use_channels_last`.
     channels_last_stem: for a model training in NCHW, run the backbone's stem and first
     stage in channels_last (their convolutions are much faster in it on a CPU: the T step

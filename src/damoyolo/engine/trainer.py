@@ -110,7 +110,8 @@ def autocast_dtype(amp: bool, device: torch.device, model: nn.Module) -> torch.d
     convolutions are emulated).  Models with depthwise convolutions (the nano presets)
     get bfloat16 only where their depthwise convolutions can stay float32 with the fast
     weight gradient (:mod:`damoyolo.ops.depthwise`, numba installed): those convolutions run
-    slower in bfloat16 than the whole step gains.  See docs/training.md.
+    slower in bfloat16 than the whole step gains.  See docs/training.md and
+    docs/benchmarks/training_step.md.
     """
     if not amp:
         return None
@@ -128,7 +129,7 @@ def use_channels_last(setting: bool | None, device: torch.device, model: nn.Modu
 
     On a CPU, channels_last makes the nano presets' steps 1.5-1.9x faster, and they learn as
     the official loop does in it.  damoyolo-t trained in channels_last reached a lower mAP than
-    the official loop after the same iterations (learning parity in docs/training.md: 0.045
+    the official loop after the same iterations (docs/benchmarks/learning_parity.md: 0.045
     over seven seeds against the official 0.053), and in NCHW the same as the official, at
     about 1.2x the channels_last step time; so the presets without depthwise convolutions
     train in NCHW on a CPU.
@@ -154,7 +155,7 @@ def use_channels_last_stem(setting: bool | None, device: torch.device, model: nn
     convolutions are slowest (the stride-2 ones' backward copies their input to another
     layout): in channels_last a damoyolo-t training step at 256 px takes about 0.92x the time.
     The rest of the model stays NCHW, in which T learns as the official loop does
-    (docs/training.md, learning parity).  Nothing to do for a model training in
+    (docs/benchmarks/learning_parity.md).  Nothing to do for a model training in
     channels_last, or without a TinyNAS backbone.
     """
     if channels_last or not hasattr(getattr(model, "backbone", None), "channels_last_stages"):

@@ -62,7 +62,7 @@ class Backend:
 class TorchBackend(Backend):
     """A :class:`damoyolo.DAMOYOLO` (re-parameterised, eval mode) on ``device``, in the
     channels_last memory format (on a 2-core Xeon, batch 1: 0.56x the NCHW time for Ns at
-    416, 0.71x for T at 640, 0.77x for S; docs/deploy.md)."""
+    416, 0.71x for T at 640, 0.77x for S; docs/benchmarks/latency.md)."""
 
     name = "torch"
 
