@@ -8,7 +8,8 @@ Public API::
     model = damoyolo.load_model("ckpt.pth", model="damoyolo-t")  # ours or official
     model.eval(); out = model(images); scores, boxes = model.decode(out)
     damoyolo.reparameterize(model)                # deploy form
-    det = damoyolo.Detector("ckpt.pth")           # or model.onnx / model.xml / model.engine
+    det = damoyolo.Detector("ckpt.pth")           # or model.onnx / model.xml, or
+    # model.engine with trust_engine=True (a TensorRT engine is native code: one you built)
     d = det("image.jpg")                          # Detections in original-image pixels
 """
 

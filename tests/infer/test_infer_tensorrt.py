@@ -77,3 +77,32 @@ def test_cli_refuses_an_untrusted_engine(tmp_path, capsys):
                  str(tmp_path / "out")], ["bench"]):
         assert main([cmd[0], "--weights", str(engine), *cmd[1:]]) == 2
         assert "--trust-engine" in capsys.readouterr().err
+
+
+def test_documented_engine_examples_pass_the_trust_switch():
+    """Every example that loads a TensorRT engine says so (an untrusted one is refused):
+    ``Detector("x.engine", ..., trust_engine=True)`` and ``--weights x.engine ...
+    --trust-engine``, in the user guide and the package docstring."""
+    import re
+    from pathlib import Path
+
+    import damoyolo
+    root = Path(__file__).resolve().parents[2]
+    texts = {"damoyolo.__doc__": damoyolo.__doc__}
+    for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        if p.is_file():
+            texts[p.name] = p.read_text(encoding="utf-8")
+    seen = 0
+    for name, text in texts.items():
+        # a Detector call (to its closing parenthesis) or a command line naming an engine
+        for m in re.finditer(r"Detector\(\s*[\"'][^\"']*\.engine[\"'][^)]*\)", text):
+            seen += 1
+            assert "trust_engine=True" in m.group(0), (name, m.group(0))
+        for m in re.finditer(r"^.*--weights\s+\S+\.engine\b.*$", text, re.M):
+            seen += 1
+            assert "--trust-engine" in m.group(0), (name, m.group(0))
+        for m in re.finditer(r"^.*\bmodel\.engine\b.*$", text, re.M):
+            line = m.group(0)
+            if "Detector(" in line or "--weights" in line or "or model" in line:
+                assert "trust" in line or "trust" in text[m.end():m.end() + 120], (name, line)
+    assert seen >= 2
