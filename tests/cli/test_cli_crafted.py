@@ -184,6 +184,12 @@ CASES = {
                                                          "/etc/hostname")),
     "checkpoint_config_and_weights_disagree": _predict_ckpt(lambda ck: (
         ck["model_config"]["head"].update(num_classes=3), ck.update(class_names=None))),
+    "checkpoint_ema_none_without_model": _predict_ckpt(lambda ck: (ck.pop("model"),
+                                                                   ck.update(ema=None))),
+    "checkpoint_ema_is_a_tensor": _predict_ckpt(lambda ck: ck.update(ema=torch.zeros(2))),
+    "checkpoint_category_ids_a_string": _predict_ckpt(lambda ck: ck.update(category_ids="7")),
+    "checkpoint_category_ids_wrong_length": _predict_ckpt(lambda ck: ck.update(
+        category_ids=[1, 2, 3])),
     "gt_not_utf8": _gt_not_utf8,
     "out_names_an_existing_file": _out_is_a_file,
     "data_check_stats_cannot_be_written": _stats_out_is_a_folder,
