@@ -157,3 +157,12 @@ def test_predictions_of_a_reused_folder_read_as_the_last_run(tmp_path):
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     head, body, summary = read_predictions(p)
     assert head["n"] == 2 and [r["image"] for r in body] == ["b"] and summary["k"] == 2
+
+
+def test_a_train_that_fails_before_training_leaves_no_run_folder(tmp_path, capsys):
+    from damoyolo.cli import main
+    runs = tmp_path / "runs"
+    for _ in range(2):
+        assert main(["train", "--data", str(tmp_path / "nowhere"), "--output",
+                     str(runs / "train")]) != 0
+    assert not runs.exists()

@@ -129,8 +129,6 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     exp = apply_overrides(exp, direct)
     if overrides:
         exp = apply_overrides(exp, overrides)
-    exp = _with_run_folder(exp, output, resume, exist_ok, progress)
-
     from ..assign import assigner_class
     assigner_class(exp.train.assigner)  # an unknown name fails here, before reading the data
     if exp.train.eval_interval > 0:  # the last epoch is always evaluated: fail before training
@@ -160,6 +158,8 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
         net = load_for_finetune(weights, cfg_model, names)
     else:
         net = build_model(cfg_model, class_names=names)
+    # the run folder is taken once everything that can fail before training has passed
+    exp = _with_run_folder(exp, output, resume, exist_ok, progress)
     aug = exp.aug
     size = tuple(cfg_model.input_size)
     tcfg = exp.train
