@@ -24,7 +24,7 @@ comes from the ``random.Random`` passed in.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from ..config import ConfigError
