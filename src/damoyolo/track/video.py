@@ -1,8 +1,9 @@
 """A synthetic video of moving shape objects with MOT ground truth (the embedded default).
 
-The frames look like the images of :mod:`damoyolo.data.synthetic` (same six shape classes,
-shaded noisy colours, textured cluttered background), so a model trained on that data
-detects them.  What moves (all in pixels of the generated frame):
+The frames look like the images of :mod:`damoyolo.data.synthetic` (the same shapes, from
+:mod:`damoyolo.data.shapes`: six classes, shaded noisy colours, textured cluttered
+background), so a model trained on that data detects them.  What moves (all in pixels of
+the generated frame):
 
 * ``objects`` shapes (default 8), each of a random class, size log-uniform in
   [0.08, 0.22] x the short side, rotation and colour fixed for the whole video;
@@ -31,7 +32,7 @@ import cv2
 import numpy as np
 
 from ..config import ConfigError
-from ..data.synthetic import CLASSES, _background, _object_patch
+from ..data.shapes import CLASSES, background, object_patch
 
 __all__ = ["synth_frames", "write_synth_video", "gt_rows", "MIN_VISIBILITY"]
 
@@ -45,7 +46,7 @@ def _init_objects(rng: np.random.Generator, n: int, h: int, w: int) -> list[dict
     for k in range(n):
         cls = int(rng.integers(len(CLASSES)))
         size = math.exp(rng.uniform(math.log(0.08 * short), math.log(0.22 * short)))
-        mask, col = _object_patch(rng, CLASSES[cls], size)
+        mask, col = object_patch(rng, CLASSES[cls], size)
         speed = rng.uniform(0.004, 0.010) * w
         ph, pw = mask.shape
         if k < 2 * n_pairs:  # crossing pairs
@@ -75,7 +76,7 @@ def synth_frames(frames: int = 150, seed: int = 0, size: int = 320, objects: int
                           f"(got {frames}, {objects}, {size})")
     rng = np.random.default_rng((seed, 4242))
     w, h = int(size), int(round(0.75 * size))
-    bg = _background(rng, h, w)
+    bg = background(rng, h, w)
     objs = _init_objects(rng, objects, h, w)
     px0, px1 = int(0.6 * w - 0.04 * w), int(0.6 * w + 0.04 * w)
     pillar_img = np.clip(rng.normal(0, 10, (h, px1 - px0, 1))
