@@ -1,24 +1,7 @@
-"""What this CPU can do, from torch's cpuinfo probes (``torch.cpu._is_<feature>_supported``)."""
+"""Moved to :mod:`damoyolo.runtime.cpu`; the names stay importable from here."""
 
 from __future__ import annotations
 
-import platform
+from .runtime.cpu import is_x86, torch_cpu_has
 
-import torch
-
-
-def torch_cpu_has(*features: str) -> bool:
-    """Whether torch reports any of ``features`` (e.g. ``"amx_tile"``, ``"vnni"``); ``False``
-    where this torch has no such probe or the probe fails."""
-    for feature in features:
-        probe = getattr(torch.cpu, f"_is_{feature}_supported", None)
-        try:
-            if probe is not None and probe():
-                return True
-        except RuntimeError:
-            pass
-    return False
-
-
-def is_x86() -> bool:
-    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+__all__ = ["torch_cpu_has", "is_x86"]

@@ -72,7 +72,7 @@ def _with_run_folder(exp: ExperimentConfig, output, resume, exist_ok: bool, prog
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
 
-        from .distributed import init_distributed
+        from ..runtime.dist import init_distributed
         init_distributed(exp.train.device, exp.train.ddp_timeout)
         box = [chosen]
         dist.broadcast_object_list(box, src=0)
@@ -171,7 +171,7 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     cache = tcfg.cache_images
     import torch
 
-    from .distributed import wants_cuda
+    from ..runtime.dist import wants_cuda
     from .trainer import default_workers
     planned = default_workers(tcfg.workers,  # the loader workers per rank the trainer starts
                               torch.device("cuda" if wants_cuda(tcfg.device) else "cpu"))
@@ -183,7 +183,7 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
                   flush=True)
     if cache:  # memory-checked first; one copy per node under torchrun
         if world > 1:  # the ranks share it via the group
-            from .distributed import init_distributed
+            from ..runtime.dist import init_distributed
             # the Trainer's own call then finds it joined
             init_distributed(tcfg.device, tcfg.ddp_timeout)
         train_set.cache_images(progress=progress, workers=planned)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from ..data.dataset import EpochSampler
 
-from .._cpu import torch_cpu_has
+from ..runtime.cpu import torch_cpu_has
 from ..assign import build_assigner
 from ..outputs import atomic_output, clean_stale_temporaries, lock_run_dir
 from ..checkpoint import FORMAT, CheckpointError, atomic_save, checkpoint_header, read_checkpoint
@@ -40,7 +40,7 @@ from ..config import ConfigError, ModelConfig, TrainConfig, from_dict, to_dict
 from ..losses.criterion import DAMOYOLOCriterion
 from ..models.heads.zero_head import HeadOutput
 from ..ops.depthwise import fast_weight_grad_available
-from . import distributed as du
+from ..runtime import dist as du
 from .cpu_memory import keep_freed_memory
 from .ema import ModelEMA
 from .optim import CosineSchedule, build_optimizer
@@ -92,7 +92,7 @@ def default_workers(workers: int | None, device: torch.device) -> int:
     slower on a 30-image dataset, where each epoch also pays the worker start-up)."""
     if workers is not None:
         return workers
-    from ..data.dataset import usable_cpus
+    from ..runtime.cpu import usable_cpus
     return 0 if device.type == "cpu" and usable_cpus() <= 4 else 4
 
 

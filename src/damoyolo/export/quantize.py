@@ -54,7 +54,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from torch import nn
 
-from .._cpu import is_x86, torch_cpu_has
+from ..runtime.cpu import is_x86, torch_cpu_has
 from .._optional import import_optional
 from ..outputs import atomic_write_bytes, atomic_write_text
 from .onnx import ExportError

@@ -19,23 +19,14 @@ zero box losses that still touch every box parameter).
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from ..assign import AlignedOTA, pad_targets
 from ..ops.boxes import bbox_to_distance
+from ..runtime.dist import reduce_mean
 from .gfocal import distribution_focal_loss, giou_loss, quality_focal_loss
 
 __all__ = ["DAMOYOLOCriterion", "reduce_mean"]
-
-
-def reduce_mean(t: Tensor) -> Tensor:
-    """Mean over ranks (identity when not distributed). Always issues the collective."""
-    if dist.is_available() and dist.is_initialized():
-        t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t = t / dist.get_world_size()
-    return t
 
 
 class DAMOYOLOCriterion:
