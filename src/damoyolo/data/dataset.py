@@ -15,7 +15,6 @@ import math
 import os
 import re
 import secrets
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import AugmentConfig
 from ..preprocess import ImageReadError, read_image
+from ..runtime import dist as rdist
+from ..runtime.cpu import usable_cpus
+from ..runtime.memory import available_memory
 from .records import DatasetError, DatasetIndex
 from .sada import SADA
 from .transforms import (filter_small, hflip, letterbox_to_input, mixup, mosaic, random_affine,
@@ -160,11 +162,11 @@ class DetectionDataset(Dataset):
         keep = self._cache_keep_ratio()
         plan, offsets = _plan_cache(self.records, self.input_size, keep)
         total = int(offsets[-1])
-        g = _node_ranks()
+        g = rdist.node_ranks()
         root = Path(cache_dir) if cache_dir is not None else Path("/dev/shm")
         shared = bool(share) and g["dist"] and g["local_world"] > 1 and _has_room(root, total)
         if g["dist"]:
-            shared = all(_gather(shared))  # the same choice on every rank
+            shared = all(rdist.gather_objects(shared))  # the same choice on every rank
         spawned = loader_cache_copies(workers) - 1  # per rank: copies its workers receive
         ranks = g["local_world"]
         copies = (1 if shared else ranks) + ranks * spawned
@@ -188,7 +190,7 @@ class DetectionDataset(Dataset):
                    f"train without it (--set train.cache_images=False), at a smaller input "
                    f"size or on a machine with more memory{hint}")
         if g["dist"]:
-            errs = [e for e in _gather(err) if e]
+            errs = [e for e in rdist.gather_objects(err) if e]
             if errs:
                 raise DatasetError(err or errs[0])
         elif err:
@@ -201,11 +203,11 @@ class DetectionDataset(Dataset):
             buf = np.empty(total, np.uint8)
             table = self._decode_into(buf, plan, offsets, keep, show, threads)
         else:
-            token = _broadcast(secrets.token_hex(6))
+            token = rdist.broadcast_object(secrets.token_hex(6))
             # the name carries the pid of the node's decoding process: a cache that a killed
             # run left behind is found by it and removed by the next run (clean_stale_caches)
-            builders = {n: (pid, ns) for n, loc, pid, ns in
-                        _gather((g["node"], g["local"], os.getpid(), _pid_namespace()))
+            ids = (g["node"], g["local"], os.getpid(), _pid_namespace())
+            builders = {n: (pid, ns) for n, loc, pid, ns in rdist.gather_objects(ids)
                         if loc == 0}
             pid, ns = builders[g["node"]]
             path = root / f"damoyolo-cache-{token}-node{g['node']}-pid{pid}-ns{ns}.u8"
@@ -217,7 +219,7 @@ class DetectionDataset(Dataset):
                 table = _wait_shared(path)
             buf = np.memmap(path, np.uint8, "r", shape=(total,)) if total else \
                 np.empty(0, np.uint8)
-            _gather(None)  # every rank of the node has mapped the file
+            rdist.gather_objects(None)  # every rank of the node has mapped the file
             if mine:
                 for f in (path, _meta_path(path)):
                     f.unlink(missing_ok=True)
@@ -600,96 +602,6 @@ def _wait_shared(path: Path, poll_s: float = 0.2) -> np.ndarray:
         time.sleep(poll_s)
 
 
-def _node_ranks() -> dict:
-    """This process's place among the ranks of its node: ``dist`` (a process group with
-    more than one rank), ``local`` (index on the node), ``local_world`` (ranks on the node)
-    and ``node`` (the node's first global rank).  With a process group the node is found by
-    host name; without one, from LOCAL_RANK / LOCAL_WORLD_SIZE (torchrun's variables)."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        host = socket.gethostname()
-        hosts = _gather(host)
-        same = [k for k, h in enumerate(hosts) if h == host]
-        return {"dist": True, "local": same.index(dist.get_rank()), "local_world": len(same),
-                "node": same[0]}
-    return {"dist": False, "local": _env_int("LOCAL_RANK", 0),
-            "local_world": _env_int("LOCAL_WORLD_SIZE", 1), "node": 0}
-
-
-def _gather(obj: Any) -> list:
-    import torch.distributed as dist
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def _broadcast(obj: Any) -> Any:
-    import torch.distributed as dist
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        return max(int(os.environ.get(name, default)), 0) or default
-    except ValueError:
-        return default
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        text = Path(path).read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _cgroup_available() -> int | None:
-    """Memory left under this process's cgroup limit (v2, else v1), page cache counted as
-    free; None without a limit."""
-    for limit_f, usage_f, stat_f, key in (
-            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current",
-             "/sys/fs/cgroup/memory.stat", "inactive_file"),
-            ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-             "/sys/fs/cgroup/memory/memory.usage_in_bytes",
-             "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file")):
-        limit, usage = _read_int(limit_f), _read_int(usage_f)
-        if limit is None or usage is None or limit >= 2**60:
-            continue
-        inactive = 0
-        try:
-            for line in Path(stat_f).read_text().splitlines():
-                k, _, v = line.partition(" ")
-                if k == key and v.strip().isdigit():
-                    inactive = int(v)
-        except OSError:
-            pass
-        return max(0, limit - max(0, usage - inactive))
-    return None
-
-
-def available_memory() -> tuple[int | None, str]:
-    """(bytes available to this process, where the figure comes from); (None, ...) when
-    unknown.  psutil when installed, else /proc/meminfo MemAvailable, lowered to the cgroup
-    limit (containers)."""
-    avail, source = None, "unknown"
-    try:
-        import psutil
-        avail, source = int(psutil.virtual_memory().available), "psutil"
-    except ImportError:
-        try:
-            for line in Path("/proc/meminfo").read_text().splitlines():
-                if line.startswith("MemAvailable:"):
-                    avail, source = int(line.split()[1]) * 1024, "/proc/meminfo MemAvailable"
-        except (OSError, ValueError, IndexError):
-            pass
-    cg = _cgroup_available()
-    if cg is not None and (avail is None or cg < avail):
-        avail, source = cg, "cgroup memory limit"
-    return avail, source
-
-
 def collate(batch: list[tuple[torch.Tensor, dict]], size_divisible: int = 32
             ) -> tuple[torch.Tensor, list[dict]]:
     """Stack images zero-padded (bottom/right) to the max H/W rounded up to ``size_divisible``."""
@@ -752,19 +664,10 @@ class SeededLoader(DataLoader):
             self.dataset.set_epoch(epoch)
 
 
-def usable_cpus() -> int:
-    """CPU cores this process may run on: its affinity mask (taskset, cpusets, SLURM), else
-    ``os.cpu_count()``."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def max_loader_workers() -> int:
     """Most loader workers per process: the usable cores divided by the processes of this
     node (``LOCAL_WORLD_SIZE``, set by torchrun), at least 1."""
-    return max(1, usable_cpus() // _env_int("LOCAL_WORLD_SIZE", 1))
+    return max(1, usable_cpus() // rdist.local_world_size())
 
 
 def build_loader(dataset: Dataset, batch_size: int, workers: int = 0, shuffle: bool = False,
