@@ -361,3 +361,27 @@ def test_track_same_on_onnx_backend(ckpt, tmp_path):
     for (ia, ba), (ib, bb) in zip(res["torch"], res["onnx"]):
         assert ia == ib
         np.testing.assert_allclose(ba, bb, atol=0.05)
+
+
+def test_cli_track_video_writer_that_cannot_open_is_one_line(ckpt, tmp_path, monkeypatch,
+                                                              capsys):
+    import cv2
+
+    from damoyolo.cli import main
+    from damoyolo.track.video import write_synth_video
+    info = write_synth_video(tmp_path / "v.avi", frames=3, size=96)
+
+    class Closed:  # an OpenCV build without the mp4v encoder
+        def __init__(self, *a, **k):
+            pass
+
+        def isOpened(self):
+            return False
+
+    monkeypatch.setattr(cv2, "VideoWriter", Closed)
+    out = tmp_path / "o"
+    assert main(["track", "--weights", str(ckpt), "--source", info["video"], "--out",
+                 str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "v_tracked.mp4: this OpenCV cannot write mp4v video" in err[0]
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]

@@ -174,12 +174,13 @@ def run(args: argparse.Namespace) -> int:
                     if writer is None:
                         h, w = drawn.shape[:2]
                         video_tmp = temporary_path(out / f"{stem}_tracked.mp4")
-                        writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"),
-                                                 float(fps or 25.0), (w, h))
-                        if not writer.isOpened():
+                        vw = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"),
+                                             float(fps or 25.0), (w, h))
+                        if not vw.isOpened():  # not kept: nothing to rename in the end
                             video_tmp.unlink(missing_ok=True)
                             raise OutputError(f"{out / f'{stem}_tracked.mp4'}: this OpenCV cannot "
-                                          f"write mp4v video (use --no-save-video)")
+                                              f"write mp4v video (use --no-save-video)")
+                        writer = vw
                     writer.write(np.ascontiguousarray(drawn))
                 if args.save_frames or not is_video:
                     name = (f"{r.frame:06d}.jpg" if is_video else
