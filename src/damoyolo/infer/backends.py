@@ -15,13 +15,14 @@ of a static graph, or ``None`` when any batch size is accepted.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 from ..errors import DamoyoloError, MissingFileError
+from ..runtime.cpu import usable_cpus
+from ..runtime.threads import set_torch_threads
 
 __all__ = ["BackendError", "Backend", "TorchBackend", "OnnxRuntimeBackend", "OpenVINOBackend",
            "TensorRTBackend", "BACKENDS", "SUFFIXES", "open_backend", "backend_for_path",
@@ -288,8 +289,9 @@ def open_backend(weights, backend: str | None = None, device: str = "cpu",
     if not isinstance(weights, DAMOYOLO) and not Path(str(weights)).is_file():
         raise MissingFileError(f"{weights}: no such weights file")
     if backend == "torch":
-        if threads:
-            torch.set_num_threads(int(threads))
+        # for the process, not only around the backend's calls: the Detector's pre- and
+        # post-processing (and bench's end-to-end figure) run at the same count
+        set_torch_threads(threads)
         return TorchBackend(weights, device=device, half=half, model=model, imgsz=imgsz)
     if half and backend in ("onnxruntime", "openvino"):
         raise BackendError(f"--half applies to the torch and tensorrt backends; for {backend} "
@@ -301,9 +303,6 @@ def open_backend(weights, backend: str | None = None, device: str = "cpu",
     return TensorRTBackend(weights, device=device, trust_engine=trust_engine)
 
 
-def default_threads() -> int:
-    """CPU threads to use by default: all cores visible to this process."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS/Windows
-        return os.cpu_count() or 1
+default_threads = usable_cpus
+"""CPU threads to use by default: all cores this process may run on
+(:func:`damoyolo.runtime.cpu.usable_cpus`)."""
