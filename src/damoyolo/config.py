@@ -271,7 +271,7 @@ class TrainConfig:
     (the same samples, without the per-sample decode).  ``True``: always, memory-checked
     (fails when it would not fit), node-shared under torchrun; ``False``: never; ``None``
     (auto): a single process caches when the cache takes at most 2 GiB and a quarter of the
-    available memory (:func:`damoyolo.data.dataset.auto_cache_fits`).
+    available memory (:func:`damoyolo.data.cache.auto_cache_fits`).
     """
 
     recipe: str = "auto"
@@ -308,7 +308,7 @@ class TrainConfig:
     output: str = "runs/train"
     tensorboard: bool = True
     cache_images: bool | None = None  # decode every training image once into RAM (before
-    # workers fork); None: auto, when small (damoyolo.data.dataset.auto_cache_fits)
+    # workers fork); None: auto, when small (damoyolo.data.cache.auto_cache_fits)
 
 
 # ============================================================================= data augmentation

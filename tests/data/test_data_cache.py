@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-import damoyolo.data.dataset as dsmod
+import damoyolo.data.cache as cmod
 from damoyolo.config import AugmentConfig
 from damoyolo.data import DatasetError, DatasetIndex, DetectionDataset, Record, build_loader
+from damoyolo.preprocess import read_image
 
 ROOT = Path(__file__).resolve().parents[2]
 INPUT = (64, 96)  # (h, w)
@@ -96,7 +97,7 @@ def test_cache_holds_the_pipeline_resolution(index):
     assert not resized and img.shape == (40, 50, 3)
     assert c.get(0, resized_ok=False) is None  # mixup reads the full-resolution file
     # a resized entry is exactly the pipeline's resize of the decoded file
-    ref = cv2.resize(dsmod.read_image(index.records[0].path), INPUT[::-1],
+    ref = cv2.resize(read_image(index.records[0].path), INPUT[::-1],
                      interpolation=cv2.INTER_LINEAR)
     assert np.array_equal(c.get(0)[0], ref)
     assert "read from disk" in c.summary()
@@ -104,10 +105,10 @@ def test_cache_holds_the_pipeline_resolution(index):
 
 def test_refuses_before_decoding_when_memory_is_short(index, monkeypatch):
     calls = []
-    monkeypatch.setattr(dsmod, "read_image", lambda p: calls.append(p) or 1 / 0)
-    need = int(dsmod._plan_cache(index.records, INPUT, False)[1][-1])
+    monkeypatch.setattr(cmod, "read_image", lambda p: calls.append(p) or 1 / 0)
+    need = int(cmod._plan_cache(index.records, INPUT, False)[1][-1])
     ds = DetectionDataset(index, INPUT, train=True, aug=AugmentConfig(keep_ratio=False))
-    monkeypatch.setattr(dsmod, "available_memory", lambda: (need, "MemAvailable"))
+    monkeypatch.setattr(cmod, "available_memory", lambda: (need, "MemAvailable"))
     with pytest.raises(DatasetError) as e:  # 100% > 80% of what is available
         ds.cache_images()
     msg = str(e.value)
@@ -116,7 +117,7 @@ def test_refuses_before_decoding_when_memory_is_short(index, monkeypatch):
 
     # 4 ranks on the node, each with its own copy (no process group): 4x the bytes counted
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    monkeypatch.setattr(dsmod, "available_memory", lambda: (2 * need, "psutil"))
+    monkeypatch.setattr(cmod, "available_memory", lambda: (2 * need, "psutil"))
     with pytest.raises(DatasetError, match=r"x 4 copies on this node \(4 ranks\)"):
         ds.cache_images()
     assert calls == []
@@ -131,16 +132,17 @@ def test_refuses_before_decoding_when_memory_is_short(index, monkeypatch):
     assert "x 3 copies on this node (1 rank + 2 spawned loader workers)" in msg, msg
     assert "--workers" in msg and calls == [] and ds.image_cache is None
     monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "fork")
-    monkeypatch.setattr(dsmod, "read_image", _real_read_image)
+    monkeypatch.setattr(cmod, "read_image", _real_read_image)
     ds.cache_images(workers=2)  # one copy (forked workers) fits in 2x its size
     assert ds.image_cache.nbytes == need
 
 
-_real_read_image = dsmod.read_image
+_real_read_image = cmod.read_image
 
 
 def test_available_memory_reports_a_source():
-    n, source = dsmod.available_memory()
+    from damoyolo.data.dataset import available_memory  # the old path keeps working
+    n, source = available_memory()
     assert n is None or n > 0
     assert source in ("psutil", "/proc/meminfo MemAvailable", "cgroup memory limit", "unknown")
 
@@ -163,13 +165,13 @@ def test_forked_workers_and_pickling(index):
 RANK_SCRIPT = r"""
 import json, os, pickle, sys
 import torch.distributed as dist
-import damoyolo.data.dataset as dsmod
+import damoyolo.data.cache as cmod
 from damoyolo.config import AugmentConfig
 from damoyolo.data import DatasetError, DetectionDataset
 dist.init_process_group("gloo")
 calls = []
-real = dsmod.read_image
-dsmod.read_image = lambda p: calls.append(p) or real(p)
+real = cmod.read_image
+cmod.read_image = lambda p: calls.append(p) or real(p)
 index = pickle.loads(open(sys.argv[2], "rb").read())
 INPUT = tuple(json.loads(sys.argv[1]))
 aug = AugmentConfig(keep_ratio=False, mixup_prob=0.0)
@@ -183,15 +185,15 @@ ds.set_epoch(1)
 out = {"decoded": decoded, "shared_by": c.shared_by, "path": c.path, "files_after": files,
        "sum": [float(ds[i][0].sum()) for i in range(len(ds))],
        "boxes": [ds[i][1]["boxes"].tolist() for i in range(len(ds))]}
-dsmod.available_memory = lambda: (1000, "test")
+cmod.available_memory = lambda: (1000, "test")
 try:
     DetectionDataset(index, INPUT, train=True, aug=aug).cache_images(cache_dir=sys.argv[3])
     out["refused"] = None
 except DatasetError as e:
     out["refused"] = str(e)
-dsmod.available_memory = lambda: (None, "unknown")
+cmod.available_memory = lambda: (None, "unknown")
 if dist.get_rank() == 0:  # the building rank fails: the other rank says why, no hang
-    dsmod.read_image = lambda p: (_ for _ in ()).throw(ValueError(f"{p}: broken image"))
+    cmod.read_image = lambda p: (_ for _ in ()).throw(ValueError(f"{p}: broken image"))
 try:
     DetectionDataset(index, INPUT, train=True, aug=aug).cache_images(cache_dir=sys.argv[3])
     out["failed"] = None
@@ -290,18 +292,18 @@ def test_auto_cache_decides_from_the_planned_bytes_and_the_memory(index, monkeyp
     """train.cache_images auto (None): a small dataset in one process is cached; over the
     byte limit, over a quarter of the available memory, or under torchrun it is not."""
     ds = DetectionDataset(index, INPUT, train=True, aug=AugmentConfig(keep_ratio=False))
-    need = int(dsmod._plan_cache(index.records, INPUT, False)[1][-1])
+    need = int(cmod._plan_cache(index.records, INPUT, False)[1][-1])
     assert ds.cache_bytes() == need > 0
-    monkeypatch.setattr(dsmod, "available_memory", lambda: (4 * need, "MemAvailable"))
-    assert dsmod.auto_cache_fits(ds)[0] is True  # exactly a quarter
-    monkeypatch.setattr(dsmod, "available_memory", lambda: (4 * need - 1, "MemAvailable"))
-    ok, why = dsmod.auto_cache_fits(ds)
+    monkeypatch.setattr(cmod, "available_memory", lambda: (4 * need, "MemAvailable"))
+    assert cmod.auto_cache_fits(ds)[0] is True  # exactly a quarter
+    monkeypatch.setattr(cmod, "available_memory", lambda: (4 * need - 1, "MemAvailable"))
+    ok, why = cmod.auto_cache_fits(ds)
     assert ok is False and "25%" in why and "MemAvailable" in why
-    monkeypatch.setattr(dsmod, "available_memory", lambda: (None, "unknown"))
-    assert dsmod.auto_cache_fits(ds)[0] is True
-    ok, why = dsmod.auto_cache_fits(ds, max_bytes=need - 1)
+    monkeypatch.setattr(cmod, "available_memory", lambda: (None, "unknown"))
+    assert cmod.auto_cache_fits(ds)[0] is True
+    ok, why = cmod.auto_cache_fits(ds, max_bytes=need - 1)
     assert ok is False and "auto limit" in why
-    ok, why = dsmod.auto_cache_fits(ds, world_size=2)
+    ok, why = cmod.auto_cache_fits(ds, world_size=2)
     assert ok is False and "torchrun" in why
     assert ds.image_cache is None  # deciding decodes nothing
 
@@ -312,17 +314,17 @@ def test_auto_cache_counts_the_copies_of_spawned_workers(index, monkeypatch):
     import multiprocessing
     ds = DetectionDataset(index, INPUT, train=True, aug=AugmentConfig(keep_ratio=False))
     need = ds.cache_bytes()
-    monkeypatch.setattr(dsmod, "available_memory", lambda: (4 * 3 * need, "MemAvailable"))
+    monkeypatch.setattr(cmod, "available_memory", lambda: (4 * 3 * need, "MemAvailable"))
     for method, workers, copies in (("fork", 2, 1), ("spawn", 0, 1), ("spawn", 2, 3),
                                     ("forkserver", 1, 2)):
         monkeypatch.setattr(multiprocessing, "get_start_method",
                             lambda allow_none=False, m=method: m)
-        assert dsmod.loader_cache_copies(workers) == copies, (method, workers)
+        assert cmod.loader_cache_copies(workers) == copies, (method, workers)
     monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "spawn")
-    assert dsmod.auto_cache_fits(ds, workers=2)[0] is True  # 3 copies: exactly a quarter
-    ok, why = dsmod.auto_cache_fits(ds, workers=3)
+    assert cmod.auto_cache_fits(ds, workers=2)[0] is True  # 3 copies: exactly a quarter
+    ok, why = cmod.auto_cache_fits(ds, workers=3)
     assert ok is False and "x 4 copies" in why and "25%" in why
-    ok, why = dsmod.auto_cache_fits(ds, workers=3, max_fraction=1.0, max_bytes=3 * need)
+    ok, why = cmod.auto_cache_fits(ds, workers=3, max_fraction=1.0, max_bytes=3 * need)
     assert ok is False and "auto limit" in why
 
 

@@ -8,7 +8,8 @@ dataset's category ids (used when writing COCO results).
 from __future__ import annotations
 
 from ..config import AugmentConfig
-from .dataset import DetectionDataset, EpochSampler, SeededLoader, build_loader, collate
+from .dataset import DetectionDataset
+from .loader import EpochSampler, SeededLoader, build_loader, collate
 from .readers import detect_format, load_coco, load_dataset, load_voc, load_yolo
 from .records import DataReport, DatasetError, DatasetIndex, Record
 from .results import detections_to_coco_results

@@ -176,7 +176,7 @@ def train(model: str = "damoyolo-t", data: str | Path = "", epochs: int | None =
     planned = default_workers(tcfg.workers,  # the loader workers per rank the trainer starts
                               torch.device("cuda" if wants_cuda(tcfg.device) else "cpu"))
     if cache is None:  # auto: small datasets, one process
-        from ..data.dataset import auto_cache_fits
+        from ..data.cache import auto_cache_fits
         cache, why = auto_cache_fits(train_set, world, workers=planned)
         if progress and int(os.environ.get("RANK", "0")) == 0:
             print(f"image cache (train.cache_images auto): {'on' if cache else 'off'}, {why}",

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from ..data.dataset import EpochSampler
+from ..data.loader import EpochSampler
 
 from ..runtime.cpu import torch_cpu_has
 from ..assign import build_assigner
