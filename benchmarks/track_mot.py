@@ -81,10 +81,10 @@ def end_to_end(args) -> list[str]:
 
     import damoyolo
     from damoyolo.track import ByteTrack, IoUTracker
-    from damoyolo.track.api import iter_frames
     from damoyolo.track.io import read_mot_txt
     from damoyolo.track.metrics import evaluate_mot
     from damoyolo.track.video import MIN_VISIBILITY, write_synth_video
+    from damoyolo.workflows.track import iter_frames
     torch.set_num_threads(1)
     tuned = {k: ast.literal_eval(v) for k, v in
              (kv.split("=") for kv in args.tuned.split(",") if kv)}

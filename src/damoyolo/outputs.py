@@ -26,7 +26,7 @@ from typing import Iterator
 from .errors import DamoyoloError
 
 __all__ = ["OutputError", "run_dir", "claim_run_dir", "refuse_overlap", "atomic_output", "atomic_write_text",
-           "temporary_path",
+           "temporary_path", "claim_output_folder", "source_inputs",
            "atomic_write_bytes", "clean_stale_temporaries", "lock_run_dir", "is_empty_dir"]
 
 CLAIM = ".damoyolo-run"  # made exclusively by the run that takes a folder
@@ -109,6 +109,30 @@ def refuse_overlap(out: str | Path, inputs: list[str | Path], what: str = "outpu
             kind = "folder" if i.is_dir() else "file"
             raise OutputError(f"{out}: the {what} would overwrite or mix with the input {kind} "
                               f"{raw}; write the {what} elsewhere (--out)")
+
+
+def source_inputs(source, spec) -> list:
+    """The paths a source reads: its image files (a folder's or a pattern's), else the
+    spec itself (a video file; a camera index is skipped by :func:`claim_output_folder`)."""
+    files = getattr(source, "files", None)
+    return list(files) if files is not None else [spec]
+
+
+def claim_output_folder(out: str | Path, exist_ok: bool, inputs: list) -> Path:
+    """The folder a run writes into (:func:`run_dir`), claimed and created, after checking
+    that it neither is, holds nor lies inside one of ``inputs`` (paths; None and camera
+    indices are skipped).  A numbered folder chosen instead of ``out`` is announced in one
+    line.  Call it once everything that can fail before writing has been opened, so that a
+    failed start leaves no folder behind."""
+    folder = run_dir(out, exist_ok=exist_ok)
+    inputs = [Path(str(i)) for i in inputs if i is not None and not isinstance(i, int)]
+    refuse_overlap(folder, inputs)
+    folder = claim_run_dir(out, exist_ok=exist_ok)  # created now (a concurrent run)
+    refuse_overlap(folder, inputs)
+    if folder != Path(out):
+        print(f"output folder: {folder} ({out} already holds files; --exist-ok writes "
+              f"into it)", flush=True)
+    return folder
 
 
 def temporary_path(path: str | Path) -> Path:

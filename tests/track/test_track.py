@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from damoyolo.track import ByteTrack, IoUTracker, TrackerError, build_tracker
-from damoyolo.track.api import track_frames
+from damoyolo.workflows.track import track_frames
 from damoyolo.track.io import MOTWriter, read_mot_txt
 from damoyolo.track.kalman import KalmanBoxFilter, xyah_to_xyxy, xyxy_to_xyah
 from damoyolo.track.matching import box_iou, greedy_assignment, linear_assignment

@@ -39,37 +39,28 @@ def add_trust_engine_argument(p: argparse.ArgumentParser) -> None:
                         "one you built or trust")
 
 
+def detector_options(args: argparse.Namespace) -> dict:
+    """The :class:`~damoyolo.Detector` keyword arguments of the parsed options, all but
+    ``weights`` and ``conf`` (``--imgsz`` parsed here)."""
+    from . import parse_imgsz
+    return dict(backend=args.backend, device=args.device, iou=args.iou, max_det=args.max_det,
+                classes=args.classes, half=args.half, imgsz=parse_imgsz(args.imgsz),
+                model=args.model, threads=args.threads, batch_size=args.batch,
+                trust_engine=args.trust_engine)
+
+
 def open_detector(args: argparse.Namespace, conf: float):
     """The :class:`~damoyolo.Detector` of the parsed options, scoring at ``conf``."""
     from ..infer.detector import Detector
-    from . import CLIError, parse_imgsz
+    from . import CLIError
     if args.batch < 1:
         raise CLIError("--batch must be >= 1")
-    return Detector(args.weights, backend=args.backend, device=args.device, conf=conf,
-                    iou=args.iou, max_det=args.max_det, classes=args.classes, half=args.half,
-                    imgsz=parse_imgsz(args.imgsz), model=args.model, threads=args.threads,
-                    batch_size=args.batch, trust_engine=args.trust_engine)
-
-
-def source_inputs(source, spec) -> list:
-    """The paths a source reads: its image files (a folder's or a pattern's), else the
-    spec itself (a video file; a camera index is skipped)."""
-    files = getattr(source, "files", None)
-    return list(files) if files is not None else [spec]
+    return Detector(args.weights, conf=conf, **detector_options(args))
 
 
 def output_folder(args: argparse.Namespace, inputs: list) -> Path:
-    """The folder this run writes into (:func:`damoyolo.outputs.run_dir`), created, after
-    checking that it neither is, holds nor lies inside one of ``inputs`` (paths; camera
-    indices are skipped).  Call it once everything that can fail before writing has been
-    opened, so that a failed start leaves no folder behind."""
-    from ..outputs import claim_run_dir, refuse_overlap, run_dir
-    out = run_dir(args.out, exist_ok=args.exist_ok)
-    inputs = [Path(str(i)) for i in inputs if i is not None and not isinstance(i, int)]
-    refuse_overlap(out, inputs)
-    out = claim_run_dir(args.out, exist_ok=args.exist_ok)  # created now (a concurrent run)
-    refuse_overlap(out, inputs)
-    if out != Path(args.out):
-        print(f"output folder: {out} ({args.out} already holds files; --exist-ok writes "
-              f"into it)", flush=True)
-    return out
+    """The folder this run writes into, claimed (:func:`damoyolo.outputs.claim_output_folder`
+    with ``--out`` and ``--exist-ok``): call it once everything that can fail before writing
+    has been opened, so that a failed start leaves no folder behind."""
+    from ..outputs import claim_output_folder
+    return claim_output_folder(args.out, args.exist_ok, inputs)

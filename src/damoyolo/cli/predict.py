@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._detector import add_detector_arguments, open_detector, output_folder, source_inputs
+from ._detector import add_detector_arguments, open_detector, output_folder
 
 HELP = "predict on an image, directory, glob, video file or camera index"
 
@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..infer.results import DISPLAY_CONF, PredictionWriter, predict_source
     from ..infer.sources import Progress, open_source
+    from ..outputs import source_inputs
 
     source = open_source(args.source, args.max_frames)
     det = open_detector(args, DISPLAY_CONF if args.conf is None else args.conf)

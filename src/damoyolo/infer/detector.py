@@ -203,6 +203,17 @@ class Detector:
         """Detect and track objects over a video, camera, image folder/glob or an iterable
         of RGB arrays: yields a :class:`damoyolo.track.api.TrackFrame` per frame (its
         ``tracks`` has ``boxes``, ``ids``, ``scores``, ``labels``).  ``tracker``:
-        ``"bytetrack"`` or ``"iou"``; ``settings``: its config fields (docs/tracking.md)."""
-        from ..track.api import track_frames
-        return track_frames(self, source, tracker=tracker, batch_size=batch_size, **settings)
+        ``"bytetrack"`` or ``"iou"``; ``settings``: its config fields (docs/tracking.md).
+        A path or camera index is opened with :func:`damoyolo.infer.sources.open_source`
+        when the first frame is asked for."""
+        from ..track.api import track_stream
+        from .sources import open_source
+
+        def frames():
+            src = source
+            if isinstance(src, (str, int)) or hasattr(src, "__fspath__"):
+                src = open_source(str(src) if hasattr(src, "__fspath__") else src)
+            yield from src
+
+        return track_stream(self.predict_arrays, frames(), class_names=self.class_names,
+                            tracker=tracker, batch_size=batch_size, **settings)

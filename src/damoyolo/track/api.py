@@ -1,25 +1,29 @@
-"""Frames in, tracks out: :func:`track_frames` runs a :class:`~damoyolo.Detector` and a
-tracker over a source (``Detector.track`` calls it).
+"""Frames in, tracks out: :func:`track_stream` runs a *detect* callable (a list of RGB
+images -> their detections) and a tracker over an iterable of frames.
 
-A source is anything :func:`damoyolo.infer.sources.open_source` takes (video file, camera
-index, image, directory, glob), an iterable of HxWx3 RGB arrays, or a ready source object.
-Video frames that cannot be decoded are reported (``TrackFrame.error``) and skipped: the
-tracker is told a frame passed (:meth:`ByteTrack.skip`) and reading goes on
-(:class:`~damoyolo.infer.sources.VideoSource` yields such frames with ``error`` set).
+It knows no detector and no source: ``Detector.track`` hands it the detector's
+``predict_arrays`` and the frames of the source it opens, and
+:func:`damoyolo.workflows.track.track_frames` does the same for any object with
+``predict_arrays`` and ``class_names``.
+
+A frame is either an object with ``name``, ``image`` (HxWx3 RGB, or None when the frame
+could not be read), ``error`` and ``index`` (what :mod:`damoyolo.infer.sources` yields), or
+a bare HxWx3 RGB array (None: a missing image).  Frames that could not be read are reported
+(``TrackFrame.error``) and skipped: the tracker is told a frame passed
+(:meth:`ByteTrack.skip`) and reading goes on.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from ..infer.sources import Frame
 from .bytetrack import TRACKERS, Tracks, TrackerError, build_tracker
 
-__all__ = ["TrackFrame", "track_frames", "iter_frames"]
+__all__ = ["TrackFrame", "track_stream"]
 
 
 @dataclass
@@ -42,30 +46,36 @@ class TrackFrame:
         return self.index + 1
 
 
-def iter_frames(source) -> Iterator[Frame]:
-    """Frames of any source (see the module docstring), unreadable ones with ``error``."""
-    from ..infer.sources import open_source
-    if isinstance(source, (str, int)) or hasattr(source, "__fspath__"):
-        source = open_source(str(source) if hasattr(source, "__fspath__") else source)
-    if hasattr(source, "kind"):  # ImageSource, VideoSource
-        yield from iter(source)
-        return
-    for i, img in enumerate(source):
-        if isinstance(img, Frame):
-            yield img
-        elif img is None:
-            yield Frame(f"array:{i}", None, f"frame {i}: no image", i)
+class _Frame(NamedTuple):
+    name: str
+    image: np.ndarray | None
+    error: str | None
+    index: int
+
+
+def _frames(items: Iterable) -> Iterator:
+    """Frame objects as they are; bare arrays (None: no image) as numbered frames."""
+    for i, item in enumerate(items):
+        if hasattr(item, "image"):
+            yield item
+        elif item is None:
+            yield _Frame(f"array:{i}", None, f"frame {i}: no image", i)
         else:
-            yield Frame(f"array:{i}", np.asarray(img), None, i)
+            yield _Frame(f"array:{i}", np.asarray(item), None, i)
 
 
-def track_frames(detector, source, tracker: str = "bytetrack", batch_size: int = 1,
-                 keep_images: bool = True, **settings) -> Iterator[TrackFrame]:
-    """Detect and track frame by frame; yields one :class:`TrackFrame` per source frame.
+def track_stream(detect: Callable[[list[np.ndarray]], Sequence[Any]], frames: Iterable, *,
+                 class_names: list[str] | None = None, tracker="bytetrack",
+                 batch_size: int = 1, keep_images: bool = True,
+                 **settings) -> Iterator[TrackFrame]:
+    """Detect and track frame by frame; yields one :class:`TrackFrame` per frame.
 
+    detect: RGB images -> one detections object per image, with ``boxes`` (K, 4) xyxy
+    pixels, ``scores`` (K,) and ``labels`` (K,) (e.g. ``Detector.predict_arrays``);
+    frames: see the module docstring; class_names: set on every frame's ``Tracks``;
     tracker: ``"bytetrack"`` or ``"iou"`` (or a tracker object with ``update`` / ``skip``);
-    settings: fields of its config class (e.g. ``high_thresh=0.4, max_lost=60``).
-    batch_size: frames per detector call (tracking stays frame by frame).
+    settings: fields of its config class (e.g. ``high_thresh=0.4, max_lost=60``);
+    batch_size: frames per ``detect`` call (tracking stays frame by frame).
     """
     if isinstance(tracker, str):
         if tracker not in TRACKERS:
@@ -76,16 +86,15 @@ def track_frames(detector, source, tracker: str = "bytetrack", batch_size: int =
         if settings:
             raise TrackerError("tracker settings go with a tracker name, not a tracker object")
         trk = tracker
-    names = detector.class_names
-    pending: list[Frame] = []
+    pending: list = []
 
-    def flush(frames: list[Frame]) -> Iterator[TrackFrame]:
-        good = [f for f in frames if f.image is not None]
+    def flush(batch: list) -> Iterator[TrackFrame]:
+        good = [f for f in batch if f.image is not None]
         t0 = time.perf_counter()
-        dets = detector.predict_arrays([f.image for f in good]) if good else []
+        dets = detect([f.image for f in good]) if good else []
         det_ms = (time.perf_counter() - t0) * 1e3 / max(len(good), 1)
         it = iter(dets)
-        for f in frames:
+        for f in batch:
             if f.image is None:
                 trk.skip()
                 yield TrackFrame(f.index, f.name, None, None, 0.0, 0.0, f.error)
@@ -93,11 +102,11 @@ def track_frames(detector, source, tracker: str = "bytetrack", batch_size: int =
             d = next(it)
             t1 = time.perf_counter()
             tr = trk.update(d.boxes, d.scores, d.labels)
-            tr.class_names = names
+            tr.class_names = class_names
             ms = (time.perf_counter() - t1) * 1e3
             yield TrackFrame(f.index, f.name, tr, f.image if keep_images else None, det_ms, ms)
 
-    for frame in iter_frames(source):
+    for frame in _frames(frames):
         pending.append(frame)
         if len(pending) >= max(1, batch_size):
             yield from flush(pending)
