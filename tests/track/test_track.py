@@ -385,3 +385,45 @@ def test_cli_track_video_writer_that_cannot_open_is_one_line(ckpt, tmp_path, mon
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "v_tracked.mp4: this OpenCV cannot write mp4v video" in err[0]
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_tracker_settings_overrides_go_through_apply_overrides():
+    from damoyolo.workflows.track import tracker_settings
+    s = tracker_settings("bytetrack", {"high_thresh": 0.4, "low_thresh": None}, track_buffer=30,
+                         fps=15.0, overrides=["min_hits=1.0", "fuse_score=false",
+                                              "max_lost=9"])
+    assert s == {"high_thresh": 0.4, "max_lost": 9, "min_hits": 1, "fuse_score": False}
+    assert type(s["min_hits"]) is int  # typed by the field
+    assert tracker_settings("bytetrack", track_buffer=30, fps=15.0)["max_lost"] == 15
+    # checked together once applied: neither order of the two thresholds is refused
+    assert tracker_settings("bytetrack", {"low_thresh": 0.6},
+                            overrides=["high_thresh=0.7"])["high_thresh"] == 0.7
+    assert tracker_settings("bytetrack", overrides=["low_thresh=0.6", "high_thresh=0.7"])
+    with pytest.raises(TrackerError, match="low_thresh=0.6 is above"):
+        tracker_settings("bytetrack", overrides=["low_thresh=0.6"])
+    # the iou tracker: only its named settings, its own fields for --set
+    assert tracker_settings("iou", {"high_thresh": 0.3, "low_thresh": 0.1}, per_class=True,
+                            overrides=["match_iou=0.4"]) == {"high_thresh": 0.3,
+                                                             "per_class": True,
+                                                             "match_iou": 0.4}
+    for bad, msg in [("max_lots=3", "unknown config key 'max_lots'. Did you mean max_lost"),
+                     ("fuse_score=yes", "fuse_score: expected True/False"),
+                     ("min_hits", "must look like key=value"),
+                     ("high_thresh=2", r"high_thresh=2.0: must be in \[0, 1\]")]:
+        with pytest.raises(TrackerError, match=msg):
+            tracker_settings("bytetrack", overrides=[bad])
+    with pytest.raises(TrackerError, match="IoUTrackerConfig: unknown config key 'max_lost'"):
+        tracker_settings("iou", overrides=["max_lost=3"])
+
+
+def test_cli_track_set_errors_are_one_line_before_any_work(ckpt, tmp_path, capsys):
+    from damoyolo.cli import main
+    for item, msg in [("max_lots=1", "Did you mean max_lost"),
+                      ("fuse_score=maybe", "fuse_score: expected True/False"),
+                      ("min_hits", "must look like key=value")]:
+        out = tmp_path / "o"
+        assert main(["track", "--weights", str(ckpt), "--source", "demo", "--out", str(out),
+                     "--set", item]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0] and "ByteTrackConfig" in err[0], err
+        assert not out.exists()

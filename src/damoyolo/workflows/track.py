@@ -15,7 +15,7 @@ write (what ``damoyolo track`` runs; docs/tracking.md).
 
 from __future__ import annotations
 
-import ast
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from ..config import ConfigError, apply_overrides
 from ..infer.sources import Frame
 from ..track.api import TrackFrame, track_stream
 from ..track.bytetrack import TRACKERS, TrackerError, _replace
@@ -62,6 +63,17 @@ def track_frames(detector, source, tracker: str = "bytetrack", batch_size: int =
                             batch_size=batch_size, keep_images=keep_images, **settings)
 
 
+def _unchecked(cls: type) -> type:
+    """``cls``'s fields, types and defaults without its checks across fields, so that
+    overrides are checked one by one for name and type, and their combination once."""
+    import typing
+    hints = typing.get_type_hints(cls)
+    return dataclasses.make_dataclass(
+        cls.__name__, [(f.name, hints[f.name],
+                        field(default=f.default, default_factory=f.default_factory))
+                       for f in dataclasses.fields(cls)], frozen=True)
+
+
 def tracker_settings(tracker: str, named: Mapping[str, Any] | None = None,
                      track_buffer: int = 30, per_class: bool = False,
                      overrides: tuple[str, ...] | list[str] = (),
@@ -71,9 +83,11 @@ def tracker_settings(tracker: str, named: Mapping[str, Any] | None = None,
     named: settings given by name (None: not given); the ``iou`` tracker takes only
     ``high_thresh``, ``match_iou`` and ``min_hits`` of them.  track_buffer: frames a lost
     ByteTrack track is kept, at 30 fps (``max_lost`` scaled by the video's ``fps``).
-    per_class: associate within a class only.  overrides: ``"KEY=VALUE"`` strings (values
-    Python literals), applied last.  The settings are checked together against the config
-    class; every error is a :class:`~damoyolo.track.TrackerError` in one line.
+    per_class: associate within a class only.  overrides: ``"KEY=VALUE"`` strings, applied
+    last with :func:`damoyolo.config.apply_overrides` (an unknown key is an error with the
+    close matches; values parsed as Python literals and typed by the field).  The settings
+    are checked together against the config class; every error is a
+    :class:`~damoyolo.track.TrackerError` in one line.
     """
     if tracker not in TRACKERS:
         raise TrackerError(f"unknown tracker {tracker!r}; choose one of {', '.join(TRACKERS)}")
@@ -86,14 +100,15 @@ def tracker_settings(tracker: str, named: Mapping[str, Any] | None = None,
         s = {k: v for k, v in s.items() if k in _IOU_NAMED}
     if per_class:
         s["per_class"] = True
-    for item in overrides:
-        key, sep, val = item.partition("=")
-        if not sep:
-            raise TrackerError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            s[key.strip()] = ast.literal_eval(val.strip())
-        except (ValueError, SyntaxError):
-            raise TrackerError(f"--set {item!r}: {val!r} is not a Python literal") from None
+    if overrides:
+        loose = _unchecked(cfg_cls)()
+        for item in overrides:
+            try:
+                loose = apply_overrides(loose, [item])
+            except ConfigError as e:
+                raise TrackerError(f"{cfg_cls.__name__}: {e}") from None
+            key = item.split("=", 1)[0].strip()
+            s[key] = getattr(loose, key)
     _replace(cfg_cls(), s)  # names and values, together
     return s
 
