@@ -187,8 +187,8 @@ def test_bench_cli(setup, tmp_path, capsys):
 def test_val_keeps_the_evaluation_threshold_predict_the_display_one(setup):
     """val (open_predictor) and the Detector API score at the preset's 0.03 (Ns); predict
     shows 0.25 (test_predict_cli_directory)."""
-    from damoyolo.eval import open_predictor
     from damoyolo.infer.results import DISPLAY_CONF
+    from damoyolo.workflows.evaluate import open_predictor
 
     _, ckpt, img = setup
     det = damoyolo.Detector(ckpt)

@@ -3,8 +3,9 @@
 Exported models (``.onnx``, OpenVINO ``.xml``, TensorRT ``.engine``) are evaluated through
 :class:`damoyolo.Detector`: class names, category ids, input size and preprocessing come from
 the metadata embedded at export time, raw and end-to-end exports alike
-(:func:`damoyolo.eval.open_predictor`).  The thresholds are the low evaluation ones of the
-preset (score 0.03 for the nano models, 0.05 for T-L), not ``predict``'s display default.
+(:func:`damoyolo.workflows.evaluate.open_predictor`).  The thresholds are the low evaluation
+ones of the preset (score 0.03 for the nano models, 0.05 for T-L), not ``predict``'s display
+default.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def run(args) -> int:
     import torch
 
     from ..data import DetectionDataset, build_loader, load_dataset
-    from ..eval import evaluate, format_report, open_predictor
+    from ..eval import evaluate, format_report
+    from ..workflows.evaluate import open_predictor
     from . import parse_imgsz
     args.imgsz = parse_imgsz(args.imgsz)
     if args.save_json:  # never over the weights or into the dataset it reads

@@ -1,7 +1,27 @@
-"""COCO evaluation: mAP through faster-coco-eval, per-class AP, results json, timing."""
+"""COCO evaluation: mAP through faster-coco-eval, per-class AP, results json, timing.
+
+A checkpoint or an exported file opens as a :class:`Predictor` through
+:func:`damoyolo.workflows.evaluate.open_predictor`.
+"""
+
+import importlib as _importlib
+import warnings as _warnings
 
 from .coco import EvalResult, coco_metrics, evaluate, format_report
-from .predictor import Predictor, open_predictor
+from .predictor import Predictor
 
-__all__ = ["EvalResult", "coco_metrics", "evaluate", "format_report", "Predictor",
-           "open_predictor"]
+__all__ = ["EvalResult", "coco_metrics", "evaluate", "format_report", "Predictor"]
+
+# Deprecated: one release only.  open_predictor needs infer, so it lives in
+# damoyolo.workflows.evaluate; the old name imports from there with a DeprecationWarning.
+# The module is named as a string (importlib) so that this shim is not an import from the
+# eval floor up to workflows; nothing else in the package may do this.
+_MOVED = {"open_predictor": "damoyolo.workflows.evaluate"}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        _warnings.warn(f"damoyolo.eval.{name} moved to {_MOVED[name]}.{name}; the old name "
+                       "goes in the next release", DeprecationWarning, stacklevel=2)
+        return getattr(_importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

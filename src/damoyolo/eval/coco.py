@@ -105,10 +105,12 @@ def evaluate(predict, loader, gt: dict, category_ids: list[int] | None = None,
 
     predict: the "images -> detections" callable, preprocessed batch (B, 3, H, W) float32
     0..255 -> one :class:`~damoyolo.postprocess.Detections` per image in input pixels.  A
-    :class:`~damoyolo.eval.predictor.Predictor` (``Predictor.from_model(model)``,
-    ``Predictor.from_detector(det)``, :func:`~damoyolo.eval.predictor.open_predictor`) is
-    timed per stage and gives the device, class names and category ids; any other callable
-    is timed as a whole (``inference``) and gets the images on the CPU.
+    :class:`~damoyolo.eval.predictor.Predictor` (``Predictor.from_model(model)``; a
+    :class:`damoyolo.Detector` or an exported file through
+    :func:`damoyolo.workflows.evaluate.predictor_from_detector` /
+    :func:`~damoyolo.workflows.evaluate.open_predictor`) is timed per stage and gives the
+    device, class names and category ids; any other callable is timed as a whole
+    (``inference``) and gets the images on the CPU.
     loader yields (images, targets with ``image_id`` and ``orig_size`` (h, w)).  Boxes are
     scaled from input pixels to original pixels by ``orig / input`` per axis.
     ``category_ids``: contiguous label -> original category id (default: the predictor's,

@@ -6,20 +6,24 @@ that the evaluation times separately: ``forward`` (the network; for end-to-end e
 including the in-graph NMS) and ``postprocess`` (decode + NMS outside the graph).
 
 - :meth:`Predictor.from_model`: a :class:`damoyolo.DAMOYOLO` in eval mode (training mode
-  restored after each batch), with the preset's thresholds unless given;
-- :meth:`Predictor.from_detector`: a :class:`damoyolo.Detector` (any backend);
-- :func:`open_predictor`: a checkpoint or an exported file, as ``damoyolo val`` opens it.
+  restored after each batch), with the preset's thresholds unless given.
+
+A :class:`damoyolo.Detector` (any backend) and a checkpoint or an exported file, as
+``damoyolo val`` opens it, become predictors in :mod:`damoyolo.workflows.evaluate`
+(``predictor_from_detector``, ``open_predictor``).
 """
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["Predictor", "open_predictor"]
+__all__ = ["Predictor"]
 
 
 @dataclass
@@ -72,70 +76,27 @@ class Predictor:
 
     @classmethod
     def from_detector(cls, det) -> "Predictor":
-        """A :class:`damoyolo.Detector` with its own thresholds: inputs stay on the CPU (the
-        backend moves them to its device)."""
-        bdev = getattr(det.backend, "device", None)
-        cpu = torch.device("cpu")
-        return cls(det.forward, det.postprocess, cpu,
-                   bdev if isinstance(bdev, torch.device) else cpu, det.class_names,
-                   det.backend.meta.get("category_ids"), tuple(det.input_size))
+        """Deprecated (one release): :func:`damoyolo.workflows.evaluate.predictor_from_detector`."""
+        warnings.warn("Predictor.from_detector moved to "
+                      "damoyolo.workflows.evaluate.predictor_from_detector; the old name goes "
+                      "in the next release", DeprecationWarning, stacklevel=2)
+        return _moved("predictor_from_detector")(det)
 
 
-def _preset_max_det(preset: str | None) -> int:
-    """The max_det a torch evaluation of ``preset`` uses (the head default if unknown)."""
-    from ..config import HeadConfig
-    from ..presets import get_preset
-    try:
-        return int(get_preset(preset).model.head.max_det)
-    except (KeyError, ValueError, TypeError, AttributeError):
-        return int(HeadConfig().max_det)
+# Deprecated: one release only.  Opening a Detector or an exported file as a predictor needs
+# infer, so it lives in damoyolo.workflows.evaluate; the old names import from there with a
+# DeprecationWarning.  The module is named as a string (importlib) so that this shim is not
+# an import from the eval floor up to workflows; nothing else in the package may do this.
+_MOVED = {"open_predictor": "damoyolo.workflows.evaluate"}
 
 
-def open_predictor(weights, backend: str | None = None, model: str | None = None,
-                   device: str = "cpu", imgsz: tuple[int, int] | None = None,
-                   conf: float | None = None, iou: float | None = None,
-                   max_det: int | None = None, threads: int | None = None,
-                   batch: int = 8, trust_engine: bool = False) -> Predictor:
-    """Open a checkpoint (torch) or an exported model for evaluation.
+def _moved(name: str):
+    return getattr(importlib.import_module("damoyolo.workflows.evaluate"), name)
 
-    backend: default from the suffix (:data:`damoyolo.infer.backends.SUFFIXES`; an unknown
-    suffix is read as a checkpoint).  Exports take class names, category ids, input size
-    and preprocessing from their metadata; ``max_det`` defaults to the preset's (an
-    end-to-end export keeps at most its own).
-    """
-    from ..infer.backends import backend_for_path
 
-    if backend is None:
-        backend = backend_for_path(weights, default="torch")
-    if backend == "torch":
-        from ..checkpoint import load_model
-        net = load_model(weights, model=model, device=device)
-        return Predictor.from_model(net, conf_thresh=conf, iou_thresh=iou, max_det=max_det,
-                                    device=device, imgsz=imgsz)
-    from ..infer.detector import Detector
-    notes = []
-    if model:
-        notes.append(f"note: --model is ignored for exported models ({weights} carries its "
-                     "preset in its metadata)")
-    det = Detector(weights, backend=backend, device=device, conf=conf, iou=iou,
-                   threads=threads, batch_size=batch, imgsz=imgsz, trust_engine=trust_engine)
-    meta = det.backend.meta
-    det.max_det = max_det or _preset_max_det(meta.get("preset"))
-    if det.backend.mode == "end2end":
-        det.max_det = min(det.max_det, int(meta.get("max_det", det.max_det)))
-        if iou is not None and abs(iou - meta["end2end_iou_thresh"]) > 1e-9:
-            notes.append(f"note: end-to-end export: NMS IoU is fixed at "
-                         f"{meta['end2end_iou_thresh']} in the graph; --iou is ignored")
-        notes.append(f"end-to-end export: in-graph NMS (conf > {meta['end2end_conf_thresh']}, "
-                     f"IoU {meta['end2end_iou_thresh']}, max_det {meta.get('max_det')})")
-    pred = Predictor.from_detector(det)
-    size = pred.input_size
-    pred.description = (f"{weights}: {det.backend.name} backend, {det.backend.mode} outputs, "
-                        f"input {size[0]}x{size[1]}, {len(pred.class_names)} classes")
-    q = meta.get("quantization")
-    if q:  # an INT8 export: say how it was quantized
-        pred.description += (f"\nINT8 model: {q.get('tool')}, "
-                             f"{len(q.get('float_blocks', []))} block(s) kept float, "
-                             f"calibrated on {q['calibration']['images']} images")
-    pred.notes = notes
-    return pred
+def __getattr__(name: str):
+    if name in _MOVED:
+        warnings.warn(f"damoyolo.eval.predictor.{name} moved to {_MOVED[name]}.{name}; the "
+                      "old name goes in the next release", DeprecationWarning, stacklevel=2)
+        return _moved(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
