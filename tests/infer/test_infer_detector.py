@@ -201,7 +201,7 @@ def test_val_keeps_the_evaluation_threshold_predict_the_display_one(setup):
 
 
 def test_bench_exports_a_checkpoint_on_the_fly(setup, tmp_path, capsys):
-    from damoyolo.infer.benchmark import open_bench_detector
+    from damoyolo.workflows.bench import open_bench_detector
 
     _, ckpt, _ = setup
     det, net = open_bench_detector(ckpt, backend="onnxruntime", imgsz=(64, 96), batch=2,

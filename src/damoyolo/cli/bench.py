@@ -34,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..infer.backends import default_threads
-    from ..infer.benchmark import benchmark_detector, open_bench_detector
+    from ..infer.benchmark import benchmark_detector
     from ..models.complexity import model_complexity
+    from ..workflows.bench import open_bench_detector
     from . import CLIError
 
     if args.batch < 1 or args.runs < 1 or args.warmup < 0:

@@ -1,17 +1,22 @@
-"""Latency measurement of a backend, with and without post-processing."""
+"""Latency measurement of a backend, with and without post-processing.
+
+This times a given :class:`Detector`; benchmarking a checkpoint or preset on an export
+backend (exported on the fly) is :func:`damoyolo.workflows.bench.open_bench_detector`.
+"""
 
 from __future__ import annotations
 
+import importlib
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
 from .detector import Detector
 
-__all__ = ["LatencyResult", "time_fn", "benchmark_detector", "open_bench_detector"]
+__all__ = ["LatencyResult", "time_fn", "benchmark_detector"]
 
 
 @dataclass
@@ -75,48 +80,16 @@ def benchmark_detector(det: Detector, batch: int = 1, runs: int = 50, warmup: in
     return res
 
 
-def open_bench_detector(weights=None, model: str | None = None, backend: str | None = None,
-                        imgsz: tuple[int, int] | None = None, batch: int = 1,
-                        device: str = "cpu", half: bool = False, threads: int | None = None,
-                        workdir: str | Path | None = None, trust_engine: bool = False):
-    """The :class:`Detector` to benchmark, and the architecture to count (params, FLOPs).
+# Deprecated: one release only.  open_bench_detector exports on the fly, so it lives in
+# damoyolo.workflows.bench; the old name imports from there with a DeprecationWarning.  The
+# module is named as a string (importlib) so that this shim is not an import from the infer
+# floor up to workflows; nothing else in the package may do this.
+_MOVED = {"open_bench_detector": "damoyolo.workflows.bench"}
 
-    weights: a checkpoint or an export; model: a preset name (random weights) instead.  A
-    checkpoint or preset on ``onnxruntime`` / ``openvino`` is exported on the fly into
-    ``workdir`` (at ``imgsz``, static ``batch``); an export runs as it is (fixed input
-    size) and its architecture is rebuilt from the preset named in its metadata.
-    Returns ``(detector, model)``.
-    """
-    from ..checkpoint import load_model
-    from ..models.factory import build_model
-    from .backends import BackendError, backend_for_path
 
-    net = None
-    if model or backend_for_path(weights) == "torch":
-        net = build_model(model) if model else load_model(weights)
-        backend = backend or "torch"
-        hw = imgsz or net.input_size
-        if backend in ("onnxruntime", "openvino"):
-            if workdir is None:
-                raise BackendError(f"benchmarking a checkpoint on {backend} exports it: "
-                                   "pass workdir=")
-            from ..export import export_onnx, export_openvino
-            if backend == "onnxruntime":
-                weights = export_onnx(net, Path(workdir) / "m.onnx", imgsz=hw, batch=batch)
-            else:
-                weights = export_openvino(net, Path(workdir) / "m.xml", imgsz=hw, batch=batch)
-        elif backend == "torch":
-            weights = net
-        else:
-            raise BackendError("benchmark TensorRT from an engine file: damoyolo export "
-                               "--format tensorrt, then bench --weights model.engine")
-    elif imgsz is not None:
-        raise BackendError(f"{weights}: an export has a fixed input size; --imgsz applies to "
-                           "checkpoints")
-    det = Detector(weights, backend=backend, device=device, half=half,
-                   imgsz=imgsz if backend == "torch" else None, threads=threads,
-                   batch_size=batch, trust_engine=trust_engine)
-    if net is None:  # an export: the architecture named in its metadata
-        meta = det.backend.meta
-        net = build_model(meta["preset"], num_classes=len(meta["class_names"]))
-    return det, net
+def __getattr__(name: str):
+    if name in _MOVED:
+        warnings.warn(f"damoyolo.infer.benchmark.{name} moved to {_MOVED[name]}.{name}; the "
+                      "old name goes in the next release", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
