@@ -135,7 +135,7 @@ INT8_GOAL = {"damoyolo-ns": 0.6, "damoyolo-nm": 0.6, "damoyolo-nl": 0.6, "damoyo
 
 def int8_rows(args, td: Path) -> list[dict]:
     """The ``--int8`` table (module docstring); prints it row by row."""
-    from damoyolo.export.quantize import export_int8
+    from damoyolo.workflows.int8 import export_int8
 
     data = args.int8_data
     if data is None:

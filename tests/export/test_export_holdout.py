@@ -7,6 +7,7 @@ scaled back by their own factors, and every box lands inside its original image.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,11 +17,12 @@ HW = (64, 96)  # (h, w): not the aspect of any synthetic image, so the axes scal
 
 
 def test_holdout_rescales_boxes_per_axis_and_clips(tmp_path, monkeypatch):
-    import damoyolo.data.results as results_mod
+    import damoyolo.eval.coco as results_mod  # where evaluate() converts to COCO results
     import damoyolo.infer.detector as detector_mod
     from damoyolo.data.synthetic import synthesize
-    from damoyolo.export.quantize import _Holdout, load_calibration
+    from damoyolo.export.quantize import load_calibration
     from damoyolo.postprocess import Detections
+    from damoyolo.workflows.int8 import _Holdout
 
     synthesize(tmp_path / "d", images=12, seed=3, size=96, val_fraction=0.1, workers=1)
     calib = load_calibration(tmp_path / "d", "train", HW, num_images=2, holdout_images=8,
@@ -50,7 +52,7 @@ def test_holdout_rescales_boxes_per_axis_and_clips(tmp_path, monkeypatch):
     real = results_mod.detections_to_coco_results
 
     def spy(image_id, boxes, *a, **kw):
-        seen.append((image_id, boxes.copy()))
+        seen.append((image_id, np.asarray(boxes).copy()))
         return real(image_id, boxes, *a, **kw)
 
     monkeypatch.setattr(detector_mod, "Detector", StandIn)

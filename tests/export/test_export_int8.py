@@ -1,4 +1,5 @@
-"""INT8 post-training quantization (``damoyolo.export.quantize``).
+"""INT8 post-training quantization (``damoyolo.export.quantize``; the export with its
+held-out search: ``damoyolo.workflows.int8``).
 
 - The float-head pattern (decode / DFL / sigmoid back to the head convolutions) and the
   block partition are found in the ONNX and OpenVINO graphs of every preset; a graph
@@ -20,8 +21,9 @@ import torch
 
 import damoyolo
 from damoyolo.cli import main
-from damoyolo.export.quantize import (QuantizeError, block_of, export_int8, float_head_onnx,
+from damoyolo.export.quantize import (QuantizeError, block_of, float_head_onnx,
                                       float_head_openvino, graph_blocks, load_calibration)
+from damoyolo.workflows.int8 import export_int8
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -228,7 +230,7 @@ def test_partial_search_keeps_most_sensitive_blocks_float(tmp_path):
     """The search on a controlled target: block ``b`` costs ``cost[b]`` AP points when
     quantized; the table ranks blocks by recovered AP and the fewest most sensitive blocks
     that meet the target are kept float."""
-    from damoyolo.export.quantize import _sensitivity
+    from damoyolo.workflows.int8 import _sensitivity
 
     cost = {"backbone.stages.1": 0.05, "neck.merge_3": 0.9, "head.reg_preds.0": 0.4,
             "backbone.stages.2": 0.1, "neck.bu_conv24": 0.0}
@@ -273,7 +275,7 @@ def test_partial_search_keeps_most_sensitive_blocks_float(tmp_path):
                          lambda *_: None)
     assert table["float_blocks"] == [] and table["met"] and table["blocks"] == []
     # the chart of a searched table
-    from damoyolo.export.quantize import write_sensitivity_chart
+    from damoyolo.workflows.int8 import write_sensitivity_chart
     pytest.importorskip("matplotlib")
     table = _sensitivity(Target(), Hold(), 0.0, None, tmp_path / "fp32.onnx", False,
                          lambda *_: None)

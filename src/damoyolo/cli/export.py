@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         refuse_overlap(out.with_suffix(".bin"), [args.weights], what="export")
     model = load_model(args.weights, model=args.model)
     if int8_cpu:
-        from ..export.quantize import export_int8
+        from ..workflows.int8 import export_int8
         res = export_int8(model, out, args.format, data=args.data, split=args.split,
                           calib_images=args.calib_images, max_drop=args.max_drop,
                           holdout_images=args.holdout_images,

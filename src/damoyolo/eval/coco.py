@@ -100,7 +100,8 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def evaluate(predict, loader, gt: dict, category_ids: list[int] | None = None,
-             results_path: str | Path | None = None, progress: bool = False) -> EvalResult:
+             results_path: str | Path | None = None, progress: bool = False,
+             rounded: bool = True) -> EvalResult:
     """Run ``predict`` over ``loader`` (val transforms: straight resize) and score it.
 
     predict: the "images -> detections" callable, preprocessed batch (B, 3, H, W) float32
@@ -116,7 +117,9 @@ def evaluate(predict, loader, gt: dict, category_ids: list[int] | None = None,
     ``category_ids``: contiguous label -> original category id (default: the predictor's,
     else the ids of ``gt['categories']`` in order).
     Timing: ``inference`` is the network (for end-to-end exports including the in-graph
-    NMS), ``nms`` the decode + NMS outside it.
+    NMS), ``nms`` the decode + NMS outside it.  rounded: results to 0.01 pixel and scores to
+    1e-5, as in the results file of ``damoyolo val`` (False: full precision, as the INT8
+    export's held-out score compares them).
     """
     stages = predict if isinstance(predict, Predictor) else Predictor(predict, _as_is)
     if category_ids is None:
@@ -154,7 +157,7 @@ def evaluate(predict, loader, gt: dict, category_ids: list[int] | None = None,
             boxes = scale_boxes(det.boxes.float().cpu(), (ow / w_in, oh / h_in), (oh, ow))
             results += detections_to_coco_results(int(tgt["image_id"]), boxes,
                                                   det.scores.float().cpu(), det.labels.cpu(),
-                                                  category_ids, rounded=True)
+                                                  category_ids, rounded=rounded)
         n_img += len(targets)
         t0 = time.perf_counter()
     if results_path is not None:

@@ -4,7 +4,12 @@
   end-to-end with the standard ONNX ``NonMaxSuppression`` inside the graph.
 - :func:`export_openvino` (``openvino.py``): OpenVINO IR (fp32 or fp16 weights).
 - :func:`export_tensorrt` (``tensorrt.py``): TensorRT engine (fp16 / int8), needs tensorrt + GPU.
+- ``quantize.py`` / ``int8_graph.py``: INT8 graph work (calibration, float head, blocks,
+  quantizers); the INT8 export a user runs is :func:`damoyolo.workflows.int8.export_int8`.
 """
+
+import importlib as _importlib
+import warnings as _warnings
 
 from .onnx import MODES, ExportError, export_metadata, export_onnx, read_metadata
 from .openvino import export_openvino
@@ -12,3 +17,17 @@ from .tensorrt import export_tensorrt
 
 __all__ = ["MODES", "ExportError", "export_metadata", "export_onnx", "read_metadata",
            "export_openvino", "export_tensorrt"]
+
+# Deprecated: one release only.  The INT8 export composes export with eval and infer, so it
+# lives in damoyolo.workflows.int8; these names import from there with a DeprecationWarning.
+# The module is named as a string (importlib) so that this shim is not an import from the
+# export floor up to workflows; nothing else in the package may do this.
+_MOVED = {"export_int8": "damoyolo.workflows.int8", "Int8Result": "damoyolo.workflows.int8"}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        _warnings.warn(f"damoyolo.export.{name} moved to {_MOVED[name]}.{name}; the old name "
+                       "goes in the next release", DeprecationWarning, stacklevel=2)
+        return getattr(_importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
