@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "damoyolo"
 
 FLOORS = {
     # process, configuration and file facts: import nothing of ours above errors/config
-    "errors": 0, "_version": 0,
+    "errors": 0, "_version": 0, "_moved": 0,
     "config": 1, "_optional": 1, "_tensorrt": 1, "outputs": 1,
     "runtime": 2, "imageheader": 2, "metadata": 2,
     "_cpu": 3,  # the former home of runtime.cpu, kept importable

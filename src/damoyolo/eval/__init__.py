@@ -4,11 +4,10 @@ A checkpoint or an exported file opens as a :class:`Predictor` through
 :func:`damoyolo.workflows.evaluate.open_predictor`.
 """
 
-import importlib as _importlib
-import warnings as _warnings
 
 from .coco import EvalResult, coco_metrics, evaluate, format_report
 from .predictor import Predictor
+from .._moved import moved
 
 __all__ = ["EvalResult", "coco_metrics", "evaluate", "format_report", "Predictor"]
 
@@ -19,9 +18,4 @@ __all__ = ["EvalResult", "coco_metrics", "evaluate", "format_report", "Predictor
 _MOVED = {"open_predictor": "damoyolo.workflows.evaluate"}
 
 
-def __getattr__(name: str):
-    if name in _MOVED:
-        _warnings.warn(f"damoyolo.eval.{name} moved to {_MOVED[name]}.{name}; the old name "
-                       "goes in the next release", DeprecationWarning, stacklevel=2)
-        return getattr(_importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved(__name__, _MOVED)

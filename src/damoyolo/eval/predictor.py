@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor
+from .._moved import moved
 
 __all__ = ["Predictor"]
 
@@ -94,9 +95,4 @@ def _moved(name: str):
     return getattr(importlib.import_module("damoyolo.workflows.evaluate"), name)
 
 
-def __getattr__(name: str):
-    if name in _MOVED:
-        warnings.warn(f"damoyolo.eval.predictor.{name} moved to {_MOVED[name]}.{name}; the "
-                      "old name goes in the next release", DeprecationWarning, stacklevel=2)
-        return _moved(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved(__name__, _MOVED)

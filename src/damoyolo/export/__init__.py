@@ -8,12 +8,11 @@
   quantizers); the INT8 export a user runs is :func:`damoyolo.workflows.int8.export_int8`.
 """
 
-import importlib as _importlib
-import warnings as _warnings
 
 from .onnx import MODES, ExportError, export_metadata, export_onnx, read_metadata
 from .openvino import export_openvino
 from .tensorrt import export_tensorrt
+from .._moved import moved
 
 __all__ = ["MODES", "ExportError", "export_metadata", "export_onnx", "read_metadata",
            "export_openvino", "export_tensorrt"]
@@ -25,9 +24,4 @@ __all__ = ["MODES", "ExportError", "export_metadata", "export_onnx", "read_metad
 _MOVED = {"export_int8": "damoyolo.workflows.int8", "Int8Result": "damoyolo.workflows.int8"}
 
 
-def __getattr__(name: str):
-    if name in _MOVED:
-        _warnings.warn(f"damoyolo.export.{name} moved to {_MOVED[name]}.{name}; the old name "
-                       "goes in the next release", DeprecationWarning, stacklevel=2)
-        return getattr(_importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved(__name__, _MOVED)

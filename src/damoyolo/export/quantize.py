@@ -28,9 +28,7 @@ with partial mode's held-out score and sensitivity search, is
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -38,8 +36,9 @@ from typing import Iterator, Sequence
 import numpy as np
 from torch import nn
 
-from ..runtime.cpu import is_x86, torch_cpu_has
+from .._moved import moved
 from .._optional import import_optional
+from ..runtime.cpu import is_x86, torch_cpu_has
 from ..outputs import atomic_write_bytes
 from .int8_graph import (FloatHead, QuantizeError, _onnx_node_names, _ov_node_names, block_of,
                          float_head_onnx, float_head_openvino, graph_blocks)
@@ -390,9 +389,4 @@ _MOVED = {"export_int8": "damoyolo.workflows.int8", "Int8Result": "damoyolo.work
           "write_sensitivity_chart": "damoyolo.workflows.int8"}
 
 
-def __getattr__(name: str):
-    if name in _MOVED:
-        warnings.warn(f"damoyolo.export.quantize.{name} moved to {_MOVED[name]}.{name}; the "
-                      "old name goes in the next release", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved(__name__, _MOVED)

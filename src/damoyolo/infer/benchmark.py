@@ -6,15 +6,14 @@ backend (exported on the fly) is :func:`damoyolo.workflows.bench.open_bench_dete
 
 from __future__ import annotations
 
-import importlib
 import statistics
 import time
-import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 
 from .detector import Detector
+from .._moved import moved
 
 __all__ = ["LatencyResult", "time_fn", "benchmark_detector"]
 
@@ -87,9 +86,4 @@ def benchmark_detector(det: Detector, batch: int = 1, runs: int = 50, warmup: in
 _MOVED = {"open_bench_detector": "damoyolo.workflows.bench"}
 
 
-def __getattr__(name: str):
-    if name in _MOVED:
-        warnings.warn(f"damoyolo.infer.benchmark.{name} moved to {_MOVED[name]}.{name}; the "
-                      "old name goes in the next release", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved(__name__, _MOVED)
