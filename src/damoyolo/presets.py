@@ -46,7 +46,7 @@ _ADAMW = TrainConfig(optimizer="adamw", base_lr_per_img=0.001 / 64, weight_decay
                      min_lr_ratio=0.05)
 
 
-def _nano(name, structure, focus, neck_out, head_kernel, official, params, gflops, mAP,
+def _nano(*, name, structure, focus, neck_out, head_kernel, official, params, gflops, mAP,
           mosaic_scale=(0.1, 2.0)):
     return Preset(
         model=ModelConfig(
@@ -68,7 +68,7 @@ def _nano(name, structure, focus, neck_out, head_kernel, official, params, gflop
     )
 
 
-def _std(name, kind, structure, out_idx, act, neck_depth, neck_hidden, neck_out, official,
+def _std(*, name, kind, structure, out_idx, act, neck_depth, neck_hidden, neck_out, official,
          params, gflops, mAP, shear):
     return Preset(
         model=ModelConfig(
@@ -89,23 +89,33 @@ def _std(name, kind, structure, out_idx, act, neck_depth, neck_hidden, neck_out,
     )
 
 
+# nano models (416): mobile backbone, depthwise neck, AdamW; keyword-only, one field a name
 _ALL = [
-    _nano("damoyolo-ns", "tinynas_nano_small", False, (40, 80, 160), 1,
-          "damoyolo_tinynasL18_Ns", 1.41, 1.56, 32.3, mosaic_scale=(0.75, 1.25)),
-    _nano("damoyolo-nm", "tinynas_nano_middle", False, (64, 128, 256), 1,
-          "damoyolo_tinynasL18_Nm", 2.71, 3.69, 38.2),
-    _nano("damoyolo-nl", "tinynas_nano_large", False, (80, 160, 320), 1,
-          "damoyolo_tinynasL20_Nl", 5.69, 6.04, 40.5),
-    _nano("damoyolo-n", "tinynas_L20_k1kx_nano", True, (64, 128, 256), 3,
-          "damoyolo_tinynasL20_N", None, 3.02, None),
-    _std("damoyolo-t", "res", "tinynas_L20_k1kx", (2, 4, 5), "relu", 1.0, 1.0, (64, 128, 256),
-         "damoyolo_tinynasL20_T", 8.5, 18.1, 42.0, shear=0.2),
-    _std("damoyolo-s", "res", "tinynas_L25_k1kx", (2, 4, 5), "relu", 1.0, 0.75, (128, 256, 512),
-         "damoyolo_tinynasL25_S", 16.3, 37.8, 46.0, shear=2.0),
-    _std("damoyolo-m", "csp", "tinynas_L35_kxkx", (2, 3, 4), "silu", 1.5, 1.0, (128, 256, 512),
-         "damoyolo_tinynasL35_M", 28.2, 61.8, 49.2, shear=2.0),
-    _std("damoyolo-l", "csp", "tinynas_L45_kxkx", (2, 3, 4), "silu", 2.0, 1.0, (128, 256, 512),
-         "damoyolo_tinynasL45_L", 42.1, 97.3, 50.8, shear=2.0),
+    _nano(name="damoyolo-ns", structure="tinynas_nano_small", focus=False,
+          neck_out=(40, 80, 160), head_kernel=1, official="damoyolo_tinynasL18_Ns",
+          params=1.41, gflops=1.56, mAP=32.3, mosaic_scale=(0.75, 1.25)),
+    _nano(name="damoyolo-nm", structure="tinynas_nano_middle", focus=False,
+          neck_out=(64, 128, 256), head_kernel=1, official="damoyolo_tinynasL18_Nm",
+          params=2.71, gflops=3.69, mAP=38.2),
+    _nano(name="damoyolo-nl", structure="tinynas_nano_large", focus=False,
+          neck_out=(80, 160, 320), head_kernel=1, official="damoyolo_tinynasL20_Nl",
+          params=5.69, gflops=6.04, mAP=40.5),
+    _nano(name="damoyolo-n", structure="tinynas_L20_k1kx_nano", focus=True,
+          neck_out=(64, 128, 256), head_kernel=3, official="damoyolo_tinynasL20_N",
+          params=None, gflops=3.02, mAP=None),
+    # standard models (640): ResNet-like (T, S) or CSP-like (M, L) backbone, SGD
+    _std(name="damoyolo-t", kind="res", structure="tinynas_L20_k1kx", out_idx=(2, 4, 5),
+         act="relu", neck_depth=1.0, neck_hidden=1.0, neck_out=(64, 128, 256),
+         official="damoyolo_tinynasL20_T", params=8.5, gflops=18.1, mAP=42.0, shear=0.2),
+    _std(name="damoyolo-s", kind="res", structure="tinynas_L25_k1kx", out_idx=(2, 4, 5),
+         act="relu", neck_depth=1.0, neck_hidden=0.75, neck_out=(128, 256, 512),
+         official="damoyolo_tinynasL25_S", params=16.3, gflops=37.8, mAP=46.0, shear=2.0),
+    _std(name="damoyolo-m", kind="csp", structure="tinynas_L35_kxkx", out_idx=(2, 3, 4),
+         act="silu", neck_depth=1.5, neck_hidden=1.0, neck_out=(128, 256, 512),
+         official="damoyolo_tinynasL35_M", params=28.2, gflops=61.8, mAP=49.2, shear=2.0),
+    _std(name="damoyolo-l", kind="csp", structure="tinynas_L45_kxkx", out_idx=(2, 3, 4),
+         act="silu", neck_depth=2.0, neck_hidden=1.0, neck_out=(128, 256, 512),
+         official="damoyolo_tinynasL45_L", params=42.1, gflops=97.3, mAP=50.8, shear=2.0),
 ]
 
 PRESETS: MappingProxyType = MappingProxyType({p.model.name: p for p in _ALL})
