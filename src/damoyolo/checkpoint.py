@@ -62,23 +62,40 @@ def checkpoint_header(model: DAMOYOLO, category_ids: list[int] | None = None) ->
     """What makes a checkpoint describe itself: format, version, model config, class names,
     category ids and the model's weights.  Training checkpoints add their state to it.
 
-    category_ids: contiguous label -> dataset category id; default: the model's own
-    (``model.category_ids``, set by :func:`load_model`), so a loaded model saved again keeps
-    them.
+    Everything comes from the model: its config, ``model.class_names`` and
+    ``model.category_ids`` (contiguous label -> dataset category id; set by
+    :func:`load_model`, :meth:`~damoyolo.DAMOYOLO.rename_classes` or the caller), so a
+    loaded model saved again keeps them.
+
+    category_ids: deprecated (one release); ids given here are set on the model first
+    (``model.category_ids``), then written, as before.
     """
-    if category_ids is None:
-        category_ids = getattr(model, "category_ids", None)
+    if category_ids is not None:
+        import warnings
+        warnings.warn("checkpoint_header(model, category_ids): the ids come from the model; "
+                      "set model.category_ids instead (the argument goes in the next "
+                      "release)", DeprecationWarning, stacklevel=2)
+        _set_category_ids(model, category_ids)
+    ids = getattr(model, "category_ids", None)
     return {"format": FORMAT, "version": __version__, "model_config": to_dict(model.cfg),
             "class_names": model.class_names,
-            "category_ids": None if category_ids is None else [int(c) for c in category_ids],
+            "category_ids": None if ids is None else [int(c) for c in ids],
             "model": model.state_dict()}
+
+
+def _set_category_ids(model: DAMOYOLO, category_ids: list[int] | None) -> None:
+    """Ids given by a caller become the model's (``None``: the model keeps its own)."""
+    if category_ids is not None:
+        model.category_ids = [int(c) for c in category_ids]
 
 
 def save_model(model: DAMOYOLO, path: str | Path, category_ids: list[int] | None = None,
                **extra: Any) -> None:
-    """Write a self-describing checkpoint (atomically); ``category_ids`` default to the
-    model's own."""
-    atomic_save({**checkpoint_header(model, category_ids), **extra}, path)
+    """Write a self-describing checkpoint (atomically) of ``model``
+    (:func:`checkpoint_header`); ``category_ids``, when given, are set on the model first
+    (``model.category_ids``), otherwise the model's own are written."""
+    _set_category_ids(model, category_ids)
+    atomic_save({**checkpoint_header(model), **extra}, path)
 
 
 SAFE_TORCH = (2, 10)  # weights_only loading: bypass to code execution up to 2.5.1

@@ -47,7 +47,9 @@ class DAMOYOLOCriterion:
         self.giou_weight = giou_weight
         self.dfl_weight = dfl_weight
         self.beta = beta
+        # the assigner's class count (its background label) is the head's, given once here
         self.assigner = assigner or AlignedOTA(head.num_classes)
+        self.assigner.num_classes = head.num_classes
 
     def __call__(self, outputs, targets: list[dict]) -> dict[str, Tensor]:
         cls, reg, priors = self.head.flatten(outputs)
@@ -62,7 +64,9 @@ class DAMOYOLOCriterion:
         reg = reg.float()
         boxes = self.head.decode_distances(reg, priors)  # (B, A, 4)
         gt_boxes, gt_labels, gt_mask = pad_targets(targets, device=cls.device)
-        self.assigner.num_classes = c
+        if c != self.assigner.num_classes:
+            raise ValueError(f"{c} class logits for a criterion of {self.assigner.num_classes} "
+                             f"classes (the head's at construction)")
         asg = self.assigner(cls.detach(), boxes.detach(), priors, gt_boxes, gt_labels, gt_mask)
 
         fg = asg.fg.reshape(-1)
