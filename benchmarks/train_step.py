@@ -59,19 +59,19 @@ def make_batch(batch: int, gts: int, classes: int, size: int = 640, seed: int = 
 
 class Ours:
     """Our step as ``Trainer.train_one_epoch`` runs it.  ``channels_last=None`` takes the
-    trainer's memory format (:func:`damoyolo.engine.trainer.use_channels_last`: NCHW for
+    trainer's memory format (:func:`damoyolo.engine.policy.use_channels_last`: NCHW for
     damoyolo-t on a CPU, with the backbone's stem and first stage in channels_last, ``stem``:
-    :func:`~damoyolo.engine.trainer.use_channels_last_stem`), ``True`` / ``False`` forces
+    :func:`~damoyolo.engine.policy.use_channels_last_stem`), ``True`` / ``False`` forces
     one; ``amp`` the trainer's autocast (bfloat16 on a CPU with AMX or AVX512-BF16,
-    :func:`damoyolo.engine.trainer.autocast_dtype`), ``False`` float32 (what a CPU without
+    :func:`damoyolo.engine.policy.autocast_dtype`), ``False`` float32 (what a CPU without
     either runs)."""
 
     def __init__(self, images, targets, init_state: dict | None, classes: int,
                  channels_last: bool | None = None, amp: bool = True,
                  force_dtype: torch.dtype | None = None, model: str = MODEL,
                  stem: bool | None = None) -> None:
-        from damoyolo.engine.trainer import (STEM_STAGES, autocast_dtype, use_channels_last,
-                                             use_channels_last_stem)
+        from damoyolo.engine.policy import (STEM_STAGES, autocast_dtype, use_channels_last,
+                                            use_channels_last_stem)
         if init_state is not None:
             with tempfile.TemporaryDirectory() as d:
                 p = Path(d) / "init.pth"

@@ -254,11 +254,11 @@ class TrainConfig:
     steps it makes 1.5-1.9x faster).  The other presets train in NCHW on a CPU: in
     channels_last they learned measurably less per iteration than the official loop
     (docs/benchmarks/learning_parity.md), in NCHW as much.  See
-    :func:`damoyolo.engine.trainer.use_channels_last`.
+    :func:`damoyolo.engine.policy.use_channels_last`.
     channels_last_stem: for a model training in NCHW, run the backbone's stem and first
     stage in channels_last (their convolutions are much faster in it on a CPU: the T step
     about 0.92x).  ``None`` (auto): on a CPU, for models without depthwise convolutions; see
-    :func:`damoyolo.engine.trainer.use_channels_last_stem`.
+    :func:`damoyolo.engine.policy.use_channels_last_stem`.
     keep_freed_memory: on a CPU with glibc, keep freed memory in the process for reuse instead
     of returning it to the system after every step (faster steps; the process holds its peak
     memory), see :mod:`damoyolo.engine.cpu_memory`.
@@ -301,8 +301,8 @@ class TrainConfig:
     device: str = ""  # "" = cuda when available (the local rank's GPU), else cpu
     sync_bn: bool = False
     ddp_timeout: float = 60.0  # minutes a rank waits in a collective (rank 0 evaluates alone)
-    channels_last: bool | None = None  # None: auto (engine.trainer.use_channels_last)
-    channels_last_stem: bool | None = None  # None: auto (engine.trainer.use_channels_last_stem)
+    channels_last: bool | None = None  # None: auto (engine.policy.use_channels_last)
+    channels_last_stem: bool | None = None  # None: auto (engine.policy.use_channels_last_stem)
     keep_freed_memory: bool = True  # CPU, glibc: reuse freed blocks (damoyolo.engine.cpu_memory)
     precise_bn: int | None = None  # images; None: 256 under auto, 0 (off) under release
     output: str = "runs/train"

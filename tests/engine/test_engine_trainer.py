@@ -354,8 +354,8 @@ def test_optimizer_state_takes_the_parameter_layout():
     ((), None), (("avx2", "avx512"), None), (("avx512_bf16",), torch.bfloat16),
     (("amx_tile",), torch.bfloat16)])
 def test_precision_policy(monkeypatch, features, want_dense):
-    import damoyolo.engine.trainer as tr_mod
-    from damoyolo.engine.trainer import autocast_dtype
+    import damoyolo.engine.policy as tr_mod
+    from damoyolo.engine.policy import autocast_dtype
     monkeypatch.setattr(tr_mod, "torch_cpu_has", lambda *fs: any(f in features for f in fs))
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     t, ns = tiny_model("damoyolo-t"), tiny_model("damoyolo-ns")

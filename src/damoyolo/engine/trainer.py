@@ -19,150 +19,39 @@ it is not part of the model's state dict, so exported models never contain it.
 from __future__ import annotations
 
 import contextlib
-import csv
-import math
-import random
+import functools
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
-from ..data.loader import EpochSampler
 
-from ..runtime.cpu import torch_cpu_has
 from ..assign import build_assigner
-from ..outputs import atomic_output, clean_stale_temporaries, lock_run_dir
-from ..checkpoint import FORMAT, CheckpointError, atomic_save, checkpoint_header, read_checkpoint
+from ..checkpoint import FORMAT, CheckpointError, checkpoint_header, read_checkpoint
 from ..config import ConfigError, ModelConfig, TrainConfig, from_dict, to_dict
+from ..data.loader import EpochSampler
+from ..errors import DamoyoloError
 from ..losses.criterion import DAMOYOLOCriterion
 from ..models.heads.zero_head import HeadOutput
-from ..ops.depthwise import fast_weight_grad_available
+from ..outputs import clean_stale_temporaries, lock_run_dir
 from ..runtime import dist as du
+from .callbacks import (BestModel, Callback, Checkpoint, Evaluate, Log, Plots,
+                        default_callbacks, open_tensorboard)
 from .cpu_memory import keep_freed_memory
 from .ema import ModelEMA
 from .optim import CosineSchedule, build_optimizer
+from .policy import (autocast_dtype, default_workers, describe, to_memory_format,
+                     use_channels_last, use_channels_last_stem)
+from .rng import rng_state as _rng_state, seed_everything, set_rng_state as _set_rng_state
 from .schedule import resolve_schedule
-from ..errors import DamoyoloError
 
 __all__ = ["Trainer", "TrainingDiverged", "EpochSampler", "seed_everything", "sada_progress"]
 
 
 class TrainingDiverged(DamoyoloError, RuntimeError):
     """A non-finite loss; the last good checkpoint is kept."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict:
-    """Every RNG's state as plain data (loads under ``torch.load(weights_only=True)``)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    st = {"python": random.getstate(),
-          "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
-                    "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
-          "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict) -> None:
-    py = st["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = st["numpy"]
-    if isinstance(n, dict):
-        n = (n["kind"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"],
-             n["gauss"])
-    np.random.set_state(n)
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def default_workers(workers: int | None, device: torch.device) -> int:
-    """Loader workers: ``workers`` when given; else 4, or 0 when training on a CPU with at
-    most 4 cores, where the compute already uses every core and a worker process only takes
-    time from it (measured on 2 cores: 5 % slower epochs with one worker at 256 px, 1.8x
-    slower on a 30-image dataset, where each epoch also pays the worker start-up)."""
-    if workers is not None:
-        return workers
-    from ..runtime.cpu import usable_cpus
-    return 0 if device.type == "cpu" and usable_cpus() <= 4 else 4
-
-
-def _has_depthwise(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
-               for m in model.modules())
-
-
-def autocast_dtype(amp: bool, device: torch.device, model: nn.Module) -> torch.dtype | None:
-    """Mixed precision of the forward pass, or ``None`` for float32.
-
-    CUDA: float16 (with loss scaling).  CPU: bfloat16 on a CPU with bfloat16 dot-product
-    instructions (AMX tiles, or AVX512-BF16 as on AMD Zen 4), where it runs a training step
-    1.2-2.6x faster than float32; no autocast on other CPUs (slower there: the bfloat16
-    convolutions are emulated).  Models with depthwise convolutions (the nano presets)
-    get bfloat16 only where their depthwise convolutions can stay float32 with the fast
-    weight gradient (:mod:`damoyolo.ops.depthwise`, numba installed): those convolutions run
-    slower in bfloat16 than the whole step gains.  See docs/training.md and
-    docs/benchmarks/training_step.md.
-    """
-    if not amp:
-        return None
-    if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu" and _cpu_has_bf16_dot() and (
-            not _has_depthwise(model) or fast_weight_grad_available()):
-        return torch.bfloat16
-    return None
-
-
-def use_channels_last(setting: bool | None, device: torch.device, model: nn.Module) -> bool:
-    """The memory format of training: ``train.channels_last`` when given, else (auto)
-    channels_last on CUDA and, on a CPU, only for models with depthwise convolutions.
-
-    On a CPU, channels_last makes the nano presets' steps 1.5-1.9x faster, and they learn as
-    the official loop does in it.  damoyolo-t trained in channels_last reached a lower mAP than
-    the official loop after the same iterations (docs/benchmarks/learning_parity.md: 0.045
-    over seven seeds against the official 0.053), and in NCHW the same as the official, at
-    about 1.2x the channels_last step time; so the presets without depthwise convolutions
-    train in NCHW on a CPU.
-    """
-    if setting is not None:
-        return bool(setting)
-    if device.type == "cpu":
-        return _has_depthwise(model)
-    return True
-
-
-STEM_STAGES = 2  # the backbone's stem and first stage
-
-
-def use_channels_last_stem(setting: bool | None, device: torch.device, model: nn.Module,
-                           channels_last: bool) -> bool:
-    """Whether a model that trains in NCHW runs its backbone's stem and first stage in
-    channels_last (``train.channels_last_stem``; auto: on a CPU, for the models without
-    depthwise convolutions, T, S, M and L, whose auto format there is NCHW; a nano preset
-    forced to NCHW stays all NCHW unless asked).
-
-    Those stages hold the largest maps with the fewest channels, where torch's NCHW CPU
-    convolutions are slowest (the stride-2 ones' backward copies their input to another
-    layout): in channels_last a damoyolo-t training step at 256 px takes about 0.92x the time.
-    The rest of the model stays NCHW, in which T learns as the official loop does
-    (docs/benchmarks/learning_parity.md).  Nothing to do for a model training in
-    channels_last, or without a TinyNAS backbone.
-    """
-    if channels_last or not hasattr(getattr(model, "backbone", None), "channels_last_stages"):
-        return False
-    if setting is not None:
-        return bool(setting)
-    return device.type == "cpu" and not _has_depthwise(model)
 
 
 def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
@@ -176,11 +65,6 @@ def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
             for k, v in st.items():
                 if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
                     st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
-
-
-def _cpu_has_bf16_dot() -> bool:
-    """AMX tiles or AVX512-BF16 (``vdpbf16ps``): oneDNN's bfloat16 convolutions run natively."""
-    return torch_cpu_has("amx_tile", "avx512_bf16")
 
 
 class _ModelWithTask(nn.Module):
@@ -219,12 +103,17 @@ class Trainer:
     contiguous labels to the dataset's ids.
     resume: path of a ``last.pt`` to continue from.
     task: optional training task (see the module docstring), e.g. distillation.
+    bn_set: the training images without augmentation (precise BN before each evaluation).
+    workers: loader workers per rank (default: :func:`~damoyolo.engine.policy.default_workers`).
+
+    What runs after each epoch and around the loop (evaluation, the log, the best model,
+    checkpoints, plots) is :attr:`callbacks`, see :mod:`damoyolo.engine.callbacks`.
     """
 
     def __init__(self, model: nn.Module, train_set, cfg: TrainConfig, val_set=None,
                  val_gt: dict | None = None, category_ids: list[int] | None = None,
                  loader_fn: Callable | None = None, resume: str | Path | None = None,
-                 progress: bool = True, task=None, bn_set=None):
+                 progress: bool = True, task=None, bn_set=None, *, workers: int | None = None):
         self.cfg = cfg
         self.device, self.local_rank = du.init_distributed(cfg.device, cfg.ddp_timeout)
         self.rank, self.world = du.rank(), du.world_size()
@@ -235,12 +124,12 @@ class Trainer:
         if loader_fn is None:
             from ..data import build_loader as loader_fn  # noqa: N813
         self.loader_fn = loader_fn
-        self.train_set, self.val_set, self.val_gt = train_set, val_set, val_gt
-        self.bn_set = bn_set  # training images without augmentation (precise BN)
+        self.train_set = train_set
         self.category_ids = category_ids
         self.progress = progress and du.is_main()
         self.out_dir = Path(cfg.output)
-        self.workers = default_workers(cfg.workers, self.device)
+        self.workers = default_workers(cfg.workers if workers is None else workers, self.device)
+        self.callbacks: list[Callback] = default_callbacks(val_set, val_gt, category_ids, bn_set)
 
         if cfg.keep_freed_memory and self.device.type == "cpu":
             keep_freed_memory()
@@ -261,12 +150,10 @@ class Trainer:
             for w in self.plan.warnings():
                 print(f"warning: {w}", flush=True)
         self.channels_last = use_channels_last(cfg.channels_last, self.device, self.model)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
         self.channels_last_stem = use_channels_last_stem(cfg.channels_last_stem, self.device,
                                                          self.model, self.channels_last)
-        if self.channels_last_stem:  # before the EMA copy: it evaluates the same way
-            self.model.backbone.channels_last_stages = STEM_STAGES
+        # before the EMA copy: it evaluates the same way
+        self.model = to_memory_format(self.model, self.channels_last, self.channels_last_stem)
         self.task = task
         self.net = self.model  # what is optimised and DDP-wrapped: the model (+ task modules)
         if task is not None:
@@ -280,25 +167,13 @@ class Trainer:
         self.use_amp = self.amp_dtype is not None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if self.progress:
-            prec = {None: "float32", torch.float16: "float16 autocast",
-                    torch.bfloat16: "bfloat16 autocast (CPU with AMX or AVX512-BF16)"}[self.amp_dtype]
-            depthwise = _has_depthwise(self.model)
-            if self.amp_dtype == torch.bfloat16 and depthwise:
-                prec += ", depthwise convolutions in float32"
-            layout = ("channels_last" if self.channels_last else
-                      "contiguous (NCHW), the backbone's stem and first stage in channels_last"
-                      if self.channels_last_stem else "contiguous (NCHW)")
-            print(f"  precision {prec}, memory format {layout}", flush=True)
-            if self.device.type == "cpu" and depthwise and not fast_weight_grad_available():
-                print("note: numba is not installed, so the depthwise convolutions' weight "
-                      "gradients use torch's slower kernel (pip install 'damoyolo[train]')",
-                      flush=True)
+            print("\n".join(describe(self.amp_dtype, self.device, self.model,
+                                     self.channels_last, self.channels_last_stem)), flush=True)
         self.schedule = CosineSchedule(self.base_lr, total, self.plan.warmup_iters,
                                        no_aug_iters, cfg.min_lr_ratio, cfg.warmup_start_lr)
         self.start_epoch = 0
-        self.best_map = -1.0
+        self.best_map = -1.0  # the best val_AP so far (callbacks.BestModel)
         self.history: list[dict] = []
-        self.last_results: list[dict] | None = None  # COCO results of the latest evaluation
         if resume is not None:
             self._resume(resume)
         self.ddp_model = self.net
@@ -310,8 +185,6 @@ class Trainer:
         # the losses the progress bar shows: the criterion's, then the task's
         self.loss_names = tuple(self.criterion.loss_names) + tuple(
             getattr(task, "loss_names", ()))
-        self.improved = False  # whether the latest epoch's val_AP beat the best so far
-        self._writer = None
 
     # the resolved schedule's figures the loop uses
     accumulate = property(lambda self: self.plan.accumulate)
@@ -320,7 +193,8 @@ class Trainer:
     no_aug_epochs = property(lambda self: self.plan.no_aug_epochs)
 
     # ------------------------------------------------------------------ checkpoints
-    def _eval_model(self) -> nn.Module:
+    def eval_model(self) -> nn.Module:
+        """The model evaluated and exported: the EMA's when there is one."""
         return self.ema.model if self.ema is not None else self.model
 
     def state(self, epoch: int) -> dict[str, Any]:
@@ -470,32 +344,6 @@ class Trainer:
         return {k: v / max(n, 1) for k, v in sums.items()} | {
             "lr": self.optimizer.param_groups[0]["lr"]}
 
-    def evaluate(self) -> dict[str, float] | None:
-        if self.val_set is None or self.val_gt is None or not du.is_main():
-            return None
-        from ..eval import Predictor, evaluate
-        if self.bn_set is not None and self.plan.precise_bn > 0:
-            self._precise_bn()
-        loader = self.loader_fn(self.val_set, batch_size=max(1, self.cfg.batch_size // self.world),
-                                workers=self.workers, shuffle=False, seed=self.cfg.seed)
-        res = evaluate(Predictor.from_model(self._eval_model(), device=self.device), loader,
-                       self.val_gt, self.category_ids)
-        self.last_results = res.results
-        return res.metrics
-
-    def _precise_bn(self) -> None:
-        """Recompute the evaluated model's BatchNorm statistics on a fixed, seeded subset of
-        the training images (no augmentation)."""
-        from torch.utils.data import Subset
-
-        from .bn import recompute_bn_stats
-        n = min(self.plan.precise_bn, len(self.bn_set))
-        pick = np.random.default_rng((self.cfg.seed, 1)).permutation(len(self.bn_set))[:n]
-        loader = self.loader_fn(Subset(self.bn_set, pick.tolist()),
-                                batch_size=max(1, self.cfg.batch_size // self.world),
-                                workers=self.workers, shuffle=False, seed=self.cfg.seed)
-        recompute_bn_stats(self._eval_model(), loader, n, self.device, self.channels_last)
-
     def fit(self) -> dict[str, Any]:
         """Run the remaining epochs; returns the last epoch's record (losses and metrics)."""
         cfg = self.cfg
@@ -515,8 +363,10 @@ class Trainer:
 
     def _fit(self, loader, strong: bool, no_aug_from: int) -> dict[str, Any]:
         cfg = self.cfg
-        self._writer = self._tensorboard()
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
         record: dict[str, Any] = {}
+        completed = False
         try:
             for epoch in range(self.start_epoch, cfg.epochs):
                 if strong and epoch >= no_aug_from:
@@ -532,108 +382,45 @@ class Trainer:
                 for callback in self.epoch_end_callbacks():
                     callback(epoch, record)
                 du.barrier()
+            completed = True
         finally:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-        if du.is_main() and self.history:
-            self.plot()
+            for callback in self.callbacks:
+                callback.on_fit_end(self, completed)
         return record
 
-    # ------------------------------------------------------------------ epoch-end callbacks
+    # ------------------------------------------------------------------ callbacks
     def epoch_end_callbacks(self) -> list[Callable[[int, dict], None]]:
-        """What runs after each epoch, in this order, as ``callback(epoch, record)``:
-        evaluate (adds ``val_*`` and ``eval_s`` to the record when due), log (results.csv,
-        TensorBoard, console), best (tracks the best ``val_AP``), checkpoint (``last.pt``, and
-        ``best.pt`` when it improved).  All but the evaluation run on rank 0 only.  The plots
-        are drawn once, after the last epoch (:meth:`plot`)."""
-        return [self._eval_callback, self._log_callback, self._best_callback,
-                self._checkpoint_callback]
+        """What runs after each epoch, in order, as ``callback(epoch, record)``: the
+        ``on_epoch_end`` of each of :attr:`callbacks` (by default evaluate, log, best model,
+        checkpoint; see :mod:`damoyolo.engine.callbacks`)."""
+        return [functools.partial(c.on_epoch_end, self) for c in self.callbacks]
 
+    def _callback(self, kind: type) -> Any:
+        return next((c for c in self.callbacks if isinstance(c, kind)), None)
+
+    # the default callbacks' epoch-end steps by name, as callback(epoch, record)
     def _eval_callback(self, epoch: int, record: dict) -> None:
-        every, last = self.cfg.eval_interval, epoch + 1 == self.cfg.epochs
-        if every <= 0 or not ((epoch + 1) % every == 0 or last):
-            return
-        t1 = time.time()
-        metrics = self.evaluate()
-        if metrics is not None:
-            record.update({f"val_{k}": v for k, v in metrics.items()})
-            record["eval_s"] = time.time() - t1
+        self._callback(Evaluate).on_epoch_end(self, epoch, record)
 
     def _log_callback(self, epoch: int, record: dict) -> None:
-        if du.is_main():
-            self._log(record, self._writer)
+        self._callback(Log).on_epoch_end(self, epoch, record)
 
     def _best_callback(self, epoch: int, record: dict) -> None:
-        self.improved = du.is_main() and "val_AP" in record and record["val_AP"] > self.best_map
-        if self.improved:
-            self.best_map = record["val_AP"]
+        self._callback(BestModel).on_epoch_end(self, epoch, record)
 
     def _checkpoint_callback(self, epoch: int, record: dict) -> None:
-        # every rank's RNG streams, so that a resumed multi-process run continues exactly
-        rngs = du.gather_objects(_rng_state()) if du.is_distributed() else None
-        if not du.is_main():
-            return
-        st = self.state(epoch)
-        if rngs is not None:
-            st["rng_ranks"] = rngs
-        atomic_save(st, self.out_dir / "last.pt")
-        if self.improved:
-            atomic_save(st, self.out_dir / "best.pt")
+        self._callback(Checkpoint).on_epoch_end(self, epoch, record)
+
+    def evaluate(self) -> dict[str, float] | None:
+        """Evaluate now (:meth:`damoyolo.engine.callbacks.Evaluate.evaluate`)."""
+        ev = self._callback(Evaluate)
+        return ev.evaluate(self) if ev is not None else None
 
     def plot(self) -> list[Path]:
-        """Write ``results.png`` (losses, lr, mAP per epoch) and, after an evaluation,
-        ``pr_curves.png`` (per-class precision-recall at IoU 0.5) into the run folder."""
-        try:
-            from .plots import plot_history, plot_pr_curves
-            paths = [plot_history(self.history, self.out_dir / "results.png")]
-            if self.last_results is not None and self.val_gt is not None:
-                paths.append(plot_pr_curves(self.val_gt, self.last_results,
-                                            self.model.class_names or [],
-                                            self.out_dir / "pr_curves.png", self.category_ids))
-        except ImportError as e:
-            if self.progress:
-                print(f"plots skipped ({e}); pip install 'damoyolo[train]' to get them")
-            return []
-        if self.progress:
-            print("plots: " + ", ".join(str(p) for p in paths), flush=True)
-        return paths
+        """Write ``results.png`` and, after an evaluation, ``pr_curves.png`` into the run
+        folder (:class:`damoyolo.engine.callbacks.Plots`)."""
+        return Plots(self._callback(Evaluate)).draw(self)
 
-    # ------------------------------------------------------------------ logging
     def _tensorboard(self):
-        if not (self.cfg.tensorboard and du.is_main()):
-            return None
-        try:  # the tensorboard package is optional
-            from torch.utils.tensorboard import SummaryWriter
-            return SummaryWriter(str(self.out_dir / "tensorboard"))
-        except Exception as e:
-            print(f"warning: train.tensorboard is set but TensorBoard did not start "
-                  f"({type(e).__name__}: {e}); training goes on without it "
-                  f"(pip install tensorboard)", flush=True)
-            return None
-
-    def _log(self, record: dict, writer) -> None:
-        path = self.out_dir / "results.csv"
-        keys = list(record)
-        rows = []
-        if path.exists():
-            with path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < record["epoch"]]
-            for r in rows:
-                keys += [k for k in r if k not in keys]
-        rows.append(record)
-        with atomic_output(path) as tmp, tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(rows)
-        if writer is not None:
-            for k, v in record.items():
-                if k != "epoch" and isinstance(v, (int, float)):
-                    writer.add_scalar(k, v, record["epoch"])
-        if not self.progress:
-            return
-        msg = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in record.items())
-        print(msg, flush=True)
-
-
+        """The TensorBoard writer of the epoch log (``None`` when off or not starting)."""
+        return open_tensorboard(self.cfg.tensorboard, self.out_dir)

@@ -80,7 +80,7 @@ class _TinyNAS(nn.Module):
 
     # CPU speed: run the first this many stages (the stem and the first stage: large maps,
     # few channels) in channels_last and hand NCHW on; 0: off.  Set by the trainer for the
-    # presets that train in NCHW on a CPU (engine.trainer.use_channels_last_stem).  Not a
+    # presets that train in NCHW on a CPU (engine.policy.use_channels_last_stem).  Not a
     # parameter: a model loaded or built afresh runs all in its own format.
     channels_last_stages: int = 0
 
