@@ -134,6 +134,8 @@ class Trainer:
         if cfg.keep_freed_memory and self.device.type == "cpu":
             keep_freed_memory()
         self.model = model.to(self.device).train()
+        if category_ids is not None:  # the checkpoints take the ids from the model
+            self.model.category_ids = [int(c) for c in category_ids]
         # under a process group (also of one process); SyncBatchNorm needs CUDA (DDP refuses
         # it on CPU modules), so on CPU the flag keeps plain per-process BatchNorm
         if cfg.sync_bn and du.is_distributed():
@@ -199,7 +201,7 @@ class Trainer:
 
     def state(self, epoch: int) -> dict[str, Any]:
         """Self-describing checkpoint of the end of ``epoch`` (0-based)."""
-        return {**checkpoint_header(self.model, self.category_ids),
+        return {**checkpoint_header(self.model),
                 "ema": self.ema.model.state_dict() if self.ema else None,
                 "ema_state": {"updates": self.ema.updates} if self.ema else None,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
