@@ -3,7 +3,9 @@
 The trainer owns model (DDP-wrapped under torchrun), EMA, optimizer, AMP scaler and
 schedule.  Each epoch: deterministic sampler seeded by ``seed + epoch``, forward, criterion,
 accumulated backward, optimizer step at the scheduled learning rate, EMA update.  After each
-epoch rank 0 writes ``last.pt`` atomically (and ``best.pt`` when the EMA's mAP improves).
+epoch its callbacks (:mod:`damoyolo.engine.callbacks`) evaluate, log, and write ``last.pt``
+atomically on rank 0 (and ``best.pt`` when the EMA's mAP improves); the hardware policy
+(precision, memory format, loader workers) is :mod:`damoyolo.engine.policy`.
 ``resume`` restarts from the epoch after the last checkpoint with every state restored, so a
 run killed at any point continues exactly.
 
@@ -44,7 +46,7 @@ from .ema import ModelEMA
 from .optim import CosineSchedule, build_optimizer
 from .policy import (autocast_dtype, default_workers, describe, to_memory_format,
                      use_channels_last, use_channels_last_stem)
-from .rng import rng_state as _rng_state, seed_everything, set_rng_state as _set_rng_state
+from .rng import rng_state, seed_everything, set_rng_state
 from .schedule import resolve_schedule
 
 __all__ = ["Trainer", "TrainingDiverged", "EpochSampler", "seed_everything", "sada_progress"]
@@ -208,7 +210,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict(), "train_config": to_dict(self.cfg),
                 "task": self.task.module.state_dict() if self.task is not None else None,
                 "epoch": epoch, "iteration": (epoch + 1) * self.iters_per_epoch,
-                "best_map": self.best_map, "history": self.history, "rng": _rng_state()}
+                "best_map": self.best_map, "history": self.history, "rng": rng_state()}
 
     def _resume(self, path: str | Path) -> None:
         ck = read_checkpoint(path)
@@ -250,9 +252,9 @@ class Trainer:
         self.history = list(ck.get("history", []))
         ranks = ck.get("rng_ranks")
         if self.world == 1:
-            _set_rng_state(ck["rng"])
+            set_rng_state(ck["rng"])
         elif isinstance(ranks, list) and len(ranks) == self.world:  # each rank its own streams
-            _set_rng_state(ranks[self.rank])
+            set_rng_state(ranks[self.rank])
         elif self.progress:
             print(f"note: {path} holds the random streams of {len(ranks or [1])} process(es), "
                   f"not {self.world}: the resumed run continues with fresh streams", flush=True)
