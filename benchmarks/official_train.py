@@ -35,7 +35,7 @@ config's: 0.001/64 for the nano models (AdamW), 0.01/64 for T-L (SGD).)
 
 The ours side
 -------------
-``damoyolo.engine.api.train(model, data, epochs, batch, imgsz, workers, overrides)`` with
+``damoyolo.train(model, data, epochs, batch, imgsz, workers, overrides)`` with
 ``train.warmup_epochs=W train.no_aug_epochs=N train.base_lr_per_img=X
 train.nominal_batch=<batch>`` (no gradient accumulation: one optimizer step per iteration,
 as the official loop), ``train.ema_ramp=2000 train.ema_momentum=0.9998`` (the release EMA),
@@ -244,7 +244,7 @@ def run_ours(args, out: Path) -> None:
 
     import damoyolo
     from damoyolo.checkpoint import read_checkpoint
-    from damoyolo.engine.api import train
+    from damoyolo.workflows.train import train
 
     train_idx, val_idx = coco_index(args.data)
     overrides = [

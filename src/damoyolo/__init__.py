@@ -24,10 +24,14 @@ from .presets import PRESETS, get_preset, preset_names  # noqa: E402
 from .infer.detector import Detector  # noqa: E402
 
 
-def train(*args, **kwargs):
-    """Train a preset on a dataset; see :func:`damoyolo.engine.api.train`."""
-    from .engine.api import train as _train
-    return _train(*args, **kwargs)
+def __getattr__(name: str):
+    # train is damoyolo.workflows.train.train, imported on first use: the training stack
+    # stays out of `import damoyolo` for those who only predict or export
+    if name == "train":
+        from .workflows.train import train
+        globals()["train"] = train
+        return train
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def list_models() -> list[str]:

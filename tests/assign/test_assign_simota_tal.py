@@ -113,7 +113,7 @@ def test_unknown_assigner_is_a_config_error(tmp_path, monkeypatch):
         build_assigner("otaa", 3)
     # training checks the name with the same validator, before the data is read
     import damoyolo.data as data_pkg
-    import damoyolo.engine.api as api
+    import damoyolo.workflows.train as api
 
     def no_reading(*a, **k):
         raise AssertionError("the data was read before the assigner name was checked")

@@ -8,7 +8,7 @@ import torch
 
 from damoyolo.engine import CosineSchedule, ModelEMA, Trainer, TrainingDiverged, build_optimizer, \
     param_groups, train_config_for
-from damoyolo.engine.api import load_for_finetune
+from damoyolo.workflows.train import load_for_finetune
 from engine_standin import NAMES, RectDataset, build_loader, tiny_cfg, tiny_model
 
 torch.set_num_threads(1)

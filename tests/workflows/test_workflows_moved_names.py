@@ -16,6 +16,10 @@ MOVED = [
     ("damoyolo.infer.benchmark", "open_bench_detector", "damoyolo.workflows.bench"),
     ("damoyolo.eval", "open_predictor", "damoyolo.workflows.evaluate"),
     ("damoyolo.eval.predictor", "open_predictor", "damoyolo.workflows.evaluate"),
+    ("damoyolo.engine", "train", "damoyolo.workflows.train"),
+    ("damoyolo.engine", "load_for_finetune", "damoyolo.workflows.train"),
+    ("damoyolo.engine.api", "train", "damoyolo.workflows.train"),
+    ("damoyolo.engine.api", "load_for_finetune", "damoyolo.workflows.train"),
 ]
 
 

@@ -33,7 +33,7 @@ def add_arguments(p, teacher_required: bool = False) -> None:
 
 
 def run(args) -> int:
-    from ..engine.api import train
+    from ..workflows.train import train
     from ..engine.trainer import TrainingDiverged
     from . import CLIError
     if args.imgsz is not None and args.imgsz % 32:
