@@ -174,7 +174,7 @@ def _fake_tensorrt(monkeypatch, with_precision_flags: bool):
         seen.update(kw)
         raise _Sentinel
 
-    monkeypatch.setattr(trt_export, "export_onnx", export_onnx)
+    monkeypatch.setattr(trt_export, "to_onnx", export_onnx)
     return trt_export, seen
 
 

@@ -34,7 +34,7 @@ from .errors import DamoyoloError
 
 __all__ = ["FORMAT", "CheckpointError", "ArchitectureUnknownError", "atomic_save",
            "checkpoint_header", "save_model", "read_checkpoint", "load_model",
-           "is_official_state_dict", "to_plain_data"]
+           "is_official_state_dict", "to_plain_data", "check_model_config"]
 
 FORMAT = "damoyolo"
 
@@ -230,8 +230,6 @@ def stored_model_config(obj: dict, path) -> ModelConfig:
     present, well-formed, within :data:`_BOUNDS`, and with its backbone structure inline or
     packaged (a checkpoint never names a file to read)."""
     from .config import ConfigError
-    from .models.backbones.structure import StructureError, is_packaged_structure, \
-        load_structure
     raw = obj.get("model_config")
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: a damoyolo checkpoint without its model config "
@@ -241,6 +239,15 @@ def stored_model_config(obj: dict, path) -> ModelConfig:
         cfg = from_dict(ModelConfig, raw)
     except (ConfigError, TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: bad model config: {e}") from None
+    return check_model_config(cfg, path)
+
+
+def check_model_config(cfg: ModelConfig, path, what: str = "a checkpoint") -> ModelConfig:
+    """``cfg`` read from a file (``path``), checked before anything is built from it: within
+    :data:`_BOUNDS`, and with its backbone structure inline or packaged (``what``, the file,
+    never names a file to read); :class:`CheckpointError` naming ``path`` otherwise."""
+    from .models.backbones.structure import StructureError, is_packaged_structure, \
+        load_structure
     b, n, h = _BOUNDS, cfg.neck, cfg.head
     problems = []
     if not 1 <= h.num_classes <= b["num_classes"]:
@@ -264,7 +271,7 @@ def stored_model_config(obj: dict, path) -> ModelConfig:
     st = str(cfg.backbone.structure)
     if not (st.lstrip().startswith(("{", "[")) or is_packaged_structure(st)):
         raise CheckpointError(f"{path}: backbone structure {st[:80]!r} is neither inline nor a "
-                              f"packaged structure; a checkpoint never names a file to read")
+                              f"packaged structure; {what} never names a file to read")
     try:
         load_structure(st)  # bounded parse before any layer is built
     except StructureError as e:

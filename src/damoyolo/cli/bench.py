@@ -57,15 +57,16 @@ def run(args: argparse.Namespace) -> int:
                                  threads=threads, postprocess=not args.no_postprocess)
     params, gflops = model_complexity(torch_model, det.input_size)
     out = res.to_dict()
+    quantization = det.backend.meta.quantization
     out.update(model=torch_model.cfg.name, params_m=round(params, 3),
-               quantization=det.backend.meta.get("quantization"),
+               quantization=quantization,
                gflops=round(gflops * args.batch, 3),
                gflops_per_s=round(gflops * args.batch / (res.median_ms / 1e3), 1))
     rows = [("model", out["model"]), ("backend", f"{res.backend} ({res.mode})"),
             ("input", f"{args.batch}x3x{res.input_size[0]}x{res.input_size[1]}"),
             ("threads", str(threads)),
-            ("precision", "int8 (" + det.backend.meta["quantization"]["tool"] + ")"
-             if det.backend.meta.get("quantization") else "as exported"),
+            ("precision", "int8 (" + quantization["tool"] + ")"
+             if quantization else "as exported"),
             ("params (M)", f"{params:.3f}"),
             ("GFLOPs", f"{out['gflops']:.3f}"),
             ("latency median (ms)", f"{res.median_ms:.2f}"),

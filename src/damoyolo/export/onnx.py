@@ -21,9 +21,10 @@ pairs fused).  Three output layouts (``mode``):
     descending score.
 
 Input: ``images`` (B, 3, H, W) float32 RGB in [0, 255] (see :mod:`damoyolo.preprocess`).
-Metadata (``metadata_props``): key ``damoyolo`` holds a JSON object, written and read by
-:mod:`damoyolo.metadata` (``export_metadata``, ``read_metadata`` are re-exported here);
-``names`` and ``imgsz`` are repeated as plain keys.
+Metadata (``metadata_props``): key ``damoyolo`` holds a JSON object, an
+:class:`~damoyolo.metadata.ExportMetadata` written and read by :mod:`damoyolo.metadata`
+(``export_metadata``, ``read_metadata`` are re-exported here); ``names`` and ``imgsz`` are
+repeated as plain keys.  :func:`to_onnx` returns the file with the metadata it wrote.
 """
 
 from __future__ import annotations
@@ -31,27 +32,34 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from .._optional import import_optional
 from ..errors import DamoyoloError
-from ..metadata import export_metadata, read_metadata
+from ..metadata import MODES, ExportMetadata, export_metadata, read_metadata
 from ..metadata import set_onnx_metadata as _set_metadata
 from ..models.heads.zero_head import decode_dfl, flatten_dfl, make_priors
 from ..outputs import atomic_write_bytes, temporary_path
 
-__all__ = ["MODES", "ExportError", "RawExport", "RawHeadsExport", "export_onnx",
-           "export_metadata", "add_end2end_nms", "read_metadata"]
+__all__ = ["MODES", "ExportError", "Exported", "RawExport", "RawHeadsExport", "export_onnx",
+           "to_onnx", "export_metadata", "add_end2end_nms", "read_metadata"]
 
-MODES = ("raw", "raw_heads", "end2end")
 DEFAULT_OPSET = 17
 MAX_IR_VERSION = 10  # newest IR that onnxruntime/OpenVINO of 2024-2026 load
 
 
 class ExportError(DamoyoloError, RuntimeError):
     """An export could not be produced (missing dependency, bad option)."""
+
+
+class Exported(NamedTuple):
+    """A written export and the metadata written into (or beside) it."""
+
+    path: Path
+    metadata: ExportMetadata
 
 
 class RawExport(nn.Module):
@@ -215,7 +223,20 @@ def export_onnx(model: nn.Module, path: str | Path, imgsz: tuple[int, int] | Non
                 opset: int = DEFAULT_OPSET, simplify: bool = True, max_det: int = 100,
                 conf_thresh: float | None = None, iou_thresh: float | None = None,
                 half: bool = False) -> Path:
-    """Export ``model`` (a :class:`damoyolo.DAMOYOLO`) to ONNX; returns the written path.
+    """Export ``model`` (a :class:`damoyolo.DAMOYOLO`) to ONNX; returns the written path
+    (:func:`to_onnx`, which documents the options, also returns the metadata)."""
+    return to_onnx(model, path, imgsz=imgsz, mode=mode, dynamic=dynamic, batch=batch,
+                   opset=opset, simplify=simplify, max_det=max_det, conf_thresh=conf_thresh,
+                   iou_thresh=iou_thresh, half=half).path
+
+
+def to_onnx(model: nn.Module, path: str | Path, imgsz: tuple[int, int] | None = None,
+            mode: str = "raw", dynamic: bool = False, batch: int = 1,
+            opset: int = DEFAULT_OPSET, simplify: bool = True, max_det: int = 100,
+            conf_thresh: float | None = None, iou_thresh: float | None = None,
+            half: bool = False) -> Exported:
+    """Export ``model`` (a :class:`damoyolo.DAMOYOLO`) to ONNX; returns the written path and
+    its :class:`~damoyolo.metadata.ExportMetadata`.
 
     The model is deep-copied, put in eval mode and re-parameterised first.
     imgsz: (H, W) multiples of 32 (default: the preset's input size).
@@ -269,10 +290,8 @@ def export_onnx(model: nn.Module, path: str | Path, imgsz: tuple[int, int] | Non
         extra.update(outputs=["num_dets", "det_boxes", "det_scores", "det_labels"],
                      max_det=max_det, end2end_conf_thresh=conf, end2end_iou_thresh=iou)
     m.ir_version = min(m.ir_version, MAX_IR_VERSION)
-    meta = export_metadata(net, hw, mode, **extra)
-    if not dynamic:
-        meta["batch"] = batch
+    meta = export_metadata(net, hw, mode, batch=None if dynamic else batch, **extra)
     _set_metadata(m, meta)
     onnx.checker.check_model(m)
     atomic_write_bytes(path, m.SerializeToString())
-    return path
+    return Exported(path, meta)

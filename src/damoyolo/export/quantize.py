@@ -18,9 +18,10 @@ accepts (COCO json, YOLO, VOC), a seeded random subset of one split, with the va
 preprocessing (straight INTER_LINEAR resize to the input size, RGB, float32 0..255).
 
 :class:`QuantTarget` quantizes one fp32 graph with a chosen set of blocks kept float;
-:func:`write_int8` writes the requested graph quantized, with its export metadata and the
-settings (tool and version, preset / format, calibration data, split, image count, seed,
-float head and float blocks) under ``"quantization"``.  The INT8 export as a user runs it,
+:func:`write_int8` writes the requested graph quantized, with its export metadata (returned,
+an :class:`~damoyolo.metadata.ExportMetadata`) and the settings (tool and version, preset /
+format, calibration data, split, image count, seed, float head and float blocks) under
+``"quantization"``.  The INT8 export as a user runs it,
 with partial mode's held-out score and sensitivity search, is
 :func:`damoyolo.workflows.int8.export_int8`.
 """
@@ -38,6 +39,7 @@ from torch import nn
 
 from .._moved import moved
 from .._optional import import_optional
+from ..metadata import ExportMetadata
 from ..runtime.cpu import is_x86, torch_cpu_has
 from ..outputs import atomic_write_bytes
 from .int8_graph import (FloatHead, QuantizeError, _onnx_node_names, _ov_node_names, block_of,
@@ -257,7 +259,7 @@ class QuantTarget:
 
     def __init__(self, fmt: str, fp32_onnx: Path, calib: Calibration, levels: int,
                  workdir: Path, progress: bool, activations: str = "s8",
-                 meta: dict | None = None):
+                 meta: ExportMetadata | None = None):
         self.fmt, self.src, self.calib, self.dir, self.progress = fmt, fp32_onnx, calib, workdir, \
             progress
         self.activations = activations
@@ -329,21 +331,21 @@ class QuantTarget:
 
 def write_int8(model: nn.Module, path: Path, fmt: str, calib: Calibration, workdir: Path, *,
                float_blocks: Sequence[str] = (), extra_settings: dict | None = None,
-               activations: str = "s8", progress: bool = True, **onnx_kwargs) -> dict:
+               activations: str = "s8", progress: bool = True, **onnx_kwargs
+               ) -> ExportMetadata:
     """Export ``model`` (``onnx_kwargs`` as for :func:`export_onnx`), quantize it with
     ``float_blocks`` kept float and write it to ``path`` (an OpenVINO IR pair or an ONNX
-    file) with its export metadata; returns the settings recorded there under
-    ``"quantization"`` (``extra_settings`` appended: partial mode's held-out figures).
+    file) with its export metadata, which is returned; the settings are recorded there under
+    ``quantization`` (``extra_settings`` appended: partial mode's held-out figures).
     An ONNX end-to-end graph gets its NMS after quantization.  ``workdir``: temporaries."""
-    from ..metadata import read_metadata, set_onnx_metadata
-    from .onnx import add_end2end_nms, export_onnx
+    from ..metadata import set_onnx_metadata
+    from .onnx import add_end2end_nms, to_onnx
 
     e2e_after = fmt == "onnx" and onnx_kwargs.get("mode", "raw") == "end2end"
     kw = dict(onnx_kwargs)
     if e2e_after:
         kw["mode"] = "raw"
-    src = export_onnx(model, workdir / "fp32.onnx", **kw)
-    meta = read_metadata(src)
+    src, meta = to_onnx(model, workdir / "fp32.onnx", **kw)
     target = QuantTarget(fmt, src, calib, len(model.head.strides), workdir, progress,
                          activations)
     unknown = [b for b in float_blocks if b not in target.blocks]
@@ -357,11 +359,9 @@ def write_int8(model: nn.Module, path: Path, fmt: str, calib: Calibration, workd
                 **(extra_settings or {})}
     if fmt == "openvino":
         _, q = target.quantize(float_blocks, workdir / "final.xml")
-        meta["openvino_weights"] = "int8"
-        meta["quantization"] = settings
         from .openvino import write_ir_pair
-        write_ir_pair(target.ov, q, path, meta)
-        return settings
+        return write_ir_pair(target.ov, q, path,
+                             meta.replace(openvino_weights="int8", quantization=settings))
     import onnx
     _, q = target.quantize(float_blocks, workdir / "final.onnx")
     if e2e_after:
@@ -371,14 +371,14 @@ def write_int8(model: nn.Module, path: Path, fmt: str, calib: Calibration, workd
                     else onnx_kwargs["iou_thresh"])
         max_det = int(onnx_kwargs.get("max_det", 100))
         q = add_end2end_nms(q, max_det, iou, conf)
-        meta.update(mode="end2end", max_det=max_det, end2end_conf_thresh=conf,
-                    end2end_iou_thresh=iou,
-                    outputs=["num_dets", "det_boxes", "det_scores", "det_labels"])
-    meta["quantization"] = settings
+        meta = meta.replace(mode="end2end", max_det=max_det, end2end_conf_thresh=conf,
+                            end2end_iou_thresh=iou,
+                            outputs=("num_dets", "det_boxes", "det_scores", "det_labels"))
+    meta = meta.replace(quantization=settings)
     set_onnx_metadata(q, meta)
     onnx.checker.check_model(q)
     atomic_write_bytes(path, q.SerializeToString())
-    return settings
+    return meta
 
 
 # Deprecated: one release only.  The INT8 export with its held-out score moved up to

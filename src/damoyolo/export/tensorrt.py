@@ -24,10 +24,10 @@ from pathlib import Path
 from torch import nn
 
 from .._tensorrt import check_tensorrt as _check_tensorrt
-from ..metadata import read_metadata, write_tensorrt_metadata
-from .onnx import ExportError, export_onnx
+from ..metadata import write_tensorrt_metadata
+from .onnx import Exported, ExportError, to_onnx
 
-__all__ = ["export_tensorrt", "check_tensorrt"]
+__all__ = ["export_tensorrt", "to_tensorrt", "check_tensorrt"]
 
 
 def check_tensorrt():
@@ -84,7 +84,16 @@ def _calibrator(trt, calib_dir: Path, input_hw: tuple[int, int], batch: int, cac
 def export_tensorrt(model: nn.Module, path: str | Path, half: bool = True, int8: bool = False,
                     calib: str | Path | None = None, workspace_gb: float = 4.0,
                     **onnx_kwargs) -> Path:
-    """Build a serialized TensorRT engine at ``path`` (+ ``path.json`` metadata)."""
+    """Build a serialized TensorRT engine at ``path`` (+ ``path.json`` metadata); returns
+    the engine's path (:func:`to_tensorrt` also returns the metadata)."""
+    return to_tensorrt(model, path, half=half, int8=int8, calib=calib,
+                       workspace_gb=workspace_gb, **onnx_kwargs).path
+
+
+def to_tensorrt(model: nn.Module, path: str | Path, half: bool = True, int8: bool = False,
+                calib: str | Path | None = None, workspace_gb: float = 4.0,
+                **onnx_kwargs) -> Exported:
+    """:func:`export_tensorrt`, returning the engine's path and the metadata beside it."""
     trt = check_tensorrt()
     if int8 and calib is None:
         raise ExportError("--int8 needs --calib DIR (a folder of representative images)")
@@ -97,9 +106,8 @@ def export_tensorrt(model: nn.Module, path: str | Path, half: bool = True, int8:
     path = Path(path)
     logger = trt.Logger(trt.Logger.WARNING)
     with tempfile.TemporaryDirectory() as td:
-        onnx_path = export_onnx(model, Path(td) / "model.onnx", half=half and not weak,
-                                **onnx_kwargs)
-        meta = read_metadata(onnx_path)
+        onnx_path, meta = to_onnx(model, Path(td) / "model.onnx", half=half and not weak,
+                                  **onnx_kwargs)
         builder = trt.Builder(logger)
         network = builder.create_network(0)
         parser = trt.OnnxParser(network, logger)
@@ -112,21 +120,20 @@ def export_tensorrt(model: nn.Module, path: str | Path, half: bool = True, int8:
         config.set_flag(trt.BuilderFlag.FP16)
     if int8:
         config.set_flag(trt.BuilderFlag.INT8)
-        hw = tuple(meta["input_size"])
-        config.int8_calibrator = _calibrator(trt, Path(calib), hw, meta.get("batch", 1),
-                                             path.with_suffix(".calib"))
+        config.int8_calibrator = _calibrator(trt, Path(calib), meta.input_size,
+                                             meta.batch or 1, path.with_suffix(".calib"))
     engine = builder.build_serialized_network(network, config)
     if engine is None:
         raise ExportError("TensorRT engine build failed (see the TensorRT log above)")
     from ..metadata import file_sha256
     from ..outputs import temporary_path
-    meta["tensorrt_precision"] = "int8" if int8 else ("fp16" if half else "fp32")
+    meta = meta.replace(tensorrt_precision="int8" if int8 else ("fp16" if half else "fp32"))
     tmp = temporary_path(path)  # engine, then its metadata with the engine's checksum
     try:
         tmp.write_bytes(bytes(engine))
-        meta["engine_sha256"] = file_sha256(tmp)
+        meta = meta.replace(engine_sha256=file_sha256(tmp))
         write_tensorrt_metadata(path, meta)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+    return Exported(path, meta)

@@ -8,9 +8,9 @@ model's device), in the order named by ``backend.outputs``:
 - mode ``raw_heads``: ``cls_s8, cls_s16, cls_s32, reg_s8, reg_s16, reg_s32``;
 - mode ``end2end``: ``num_dets, det_boxes, det_scores, det_labels``.
 
-``backend.meta`` is the export metadata (:mod:`damoyolo.metadata`):
-class names, input size, mode, thresholds.  ``backend.batch`` is the fixed batch size
-of a static graph, or ``None`` when any batch size is accepted.
+``backend.meta`` is the export metadata, an :class:`~damoyolo.metadata.ExportMetadata`:
+class names, input size, mode, thresholds, the model's config.  ``backend.batch`` is the
+fixed batch size of a static graph, or ``None`` when any batch size is accepted.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from ..errors import DamoyoloError, MissingFileError
+from ..metadata import ExportMetadata, MetadataError
 from ..runtime.cpu import usable_cpus
 from ..runtime.threads import set_torch_threads
 
@@ -37,24 +38,26 @@ class Backend:
     """Common interface (see the module docstring)."""
 
     name = "base"
-    meta: dict
+    meta: ExportMetadata
     batch: int | None = None
 
     @property
     def mode(self) -> str:
-        return self.meta["mode"]
+        return self.meta.mode
 
     @property
     def outputs(self) -> list[str]:
-        return list(self.meta["outputs"])
+        if self.meta.outputs is None:
+            raise MetadataError("damoyolo metadata lacks 'outputs'; export the model again")
+        return list(self.meta.outputs)
 
     @property
     def input_size(self) -> tuple[int, int]:
-        return tuple(self.meta["input_size"])
+        return tuple(self.meta.input_size)
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.meta["class_names"])
+        return list(self.meta.class_names)
 
     def __call__(self, images: Tensor) -> list[Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -223,7 +226,7 @@ class TensorRTBackend(Backend):
         if self.engine is None:
             raise BackendError(f"{path}: not a TensorRT engine for this TensorRT/GPU")
         self.context = self.engine.create_execution_context()
-        self.batch = int(self.meta.get("batch", 1))
+        self.batch = self.meta.batch or 1
         self.trt = trt
 
     def __call__(self, images: Tensor) -> list[Tensor]:

@@ -83,10 +83,10 @@ class Detector:
                                              trust_engine=trust_engine)
         meta = self.backend.meta
         if imgsz is not None and tuple(imgsz) != self.backend.input_size:
-            raise ConfigError(f"{weights}: exported for input {tuple(meta['input_size'])}, "
+            raise ConfigError(f"{weights}: exported for input {tuple(meta.input_size)}, "
                               f"cannot run at {tuple(imgsz)} (re-export with --imgsz)")
-        self.conf = float(meta["conf_thresh"] if conf is None else conf)
-        self.iou = float(meta["iou_thresh"] if iou is None else iou)
+        self.conf = float(meta.conf_thresh if conf is None else conf)
+        self.iou = float(meta.iou_thresh if iou is None else iou)
         self.max_det = int(max_det)
         self.classes = list(classes) if classes is not None else None
         self.batch_size = self.backend.batch or max(1, int(batch_size))
@@ -150,8 +150,8 @@ class Detector:
         if mode == "end2end":
             return self._from_end2end(outs, names)
         if mode == "raw_heads":
-            scores, boxes = decode_raw_heads(outs, self.backend.meta["strides"],
-                                             self.backend.meta["reg_max"])
+            scores, boxes = decode_raw_heads(outs, self.backend.meta.strides,
+                                             self.backend.meta.reg_max)
         else:
             scores, boxes = outs
         return postprocess(scores, boxes, self.conf, self.iou, self.max_det, class_names=names,

@@ -20,6 +20,7 @@ def predictor_from_detector(det) -> Predictor:
     backend moves them to its device)."""
     bdev = getattr(det.backend, "device", None)
     cpu = torch.device("cpu")
+    # the JSON view of the metadata (any mapping with the key): a list of ids or None
     return Predictor(det.forward, det.postprocess, cpu,
                      bdev if isinstance(bdev, torch.device) else cpu, det.class_names,
                      det.backend.meta.get("category_ids"), tuple(det.input_size))
@@ -64,19 +65,19 @@ def open_predictor(weights, backend: str | None = None, model: str | None = None
     det = Detector(weights, backend=backend, device=device, conf=conf, iou=iou,
                    threads=threads, batch_size=batch, imgsz=imgsz, trust_engine=trust_engine)
     meta = det.backend.meta
-    det.max_det = max_det or _preset_max_det(meta.get("preset"))
+    det.max_det = max_det or _preset_max_det(meta.preset)
     if det.backend.mode == "end2end":
-        det.max_det = min(det.max_det, int(meta.get("max_det", det.max_det)))
-        if iou is not None and abs(iou - meta["end2end_iou_thresh"]) > 1e-9:
+        det.max_det = min(det.max_det, int(meta.max_det or det.max_det))
+        if iou is not None and abs(iou - meta.end2end_iou_thresh) > 1e-9:
             notes.append(f"note: end-to-end export: NMS IoU is fixed at "
-                         f"{meta['end2end_iou_thresh']} in the graph; --iou is ignored")
-        notes.append(f"end-to-end export: in-graph NMS (conf > {meta['end2end_conf_thresh']}, "
-                     f"IoU {meta['end2end_iou_thresh']}, max_det {meta.get('max_det')})")
+                         f"{meta.end2end_iou_thresh} in the graph; --iou is ignored")
+        notes.append(f"end-to-end export: in-graph NMS (conf > {meta.end2end_conf_thresh}, "
+                     f"IoU {meta.end2end_iou_thresh}, max_det {meta.max_det})")
     pred = predictor_from_detector(det)
     size = pred.input_size
     pred.description = (f"{weights}: {det.backend.name} backend, {det.backend.mode} outputs, "
                         f"input {size[0]}x{size[1]}, {len(pred.class_names)} classes")
-    q = meta.get("quantization")
+    q = meta.quantization
     if q:  # an INT8 export: say how it was quantized
         pred.description += (f"\nINT8 model: {q.get('tool')}, "
                              f"{len(q.get('float_blocks', []))} block(s) kept float, "

@@ -33,6 +33,7 @@ import numpy as np
 from torch import nn
 
 from .._optional import import_optional
+from ..metadata import ExportMetadata
 from ..export.quantize import (INT8_FORMATS, ONNX_ACTIVATIONS, Calibration, QuantizeError,
                                QuantTarget, int8_cpu_note, load_calibration, write_int8)
 from ..outputs import atomic_write_text
@@ -73,13 +74,16 @@ class Int8Options:
 
 @dataclass
 class Int8Result:
-    """The written model, the recorded settings and, in partial mode, the sensitivity table."""
+    """The written model, the recorded settings and, in partial mode, the sensitivity table;
+    ``metadata``: the export metadata written with the model (``settings`` is its
+    ``quantization``)."""
 
     path: Path
     settings: dict
     sensitivity: dict | None = None
     table_path: Path | None = None
     chart_path: Path | None = None
+    metadata: ExportMetadata | None = None
 
 
 def export_int8(model: nn.Module, path: str | Path, format: str = "openvino",
@@ -118,11 +122,11 @@ def export_int8(model: nn.Module, path: str | Path, format: str = "openvino",
                                                              json.dumps({**head_info, **t},
                                                                         indent=1)),
                             onnx_kwargs=kwargs)
-        settings = write_int8(model, path, format, calib, Path(td),
-                              float_blocks=table["float_blocks"] if table else [],
-                              extra_settings=_holdout_settings(table, opts.max_drop),
-                              activations=opts.onnx_activations, progress=progress, **kwargs)
-    res = Int8Result(path, settings, table)
+        meta = write_int8(model, path, format, calib, Path(td),
+                          float_blocks=table["float_blocks"] if table else [],
+                          extra_settings=_holdout_settings(table, opts.max_drop),
+                          activations=opts.onnx_activations, progress=progress, **kwargs)
+    res = Int8Result(path, meta.quantization, table, metadata=meta)
     if table is not None:
         _write_report(res, {**head_info, **table}, prefix,
                       f"{model.cfg.name} {format} INT8: per-block sensitivity "
@@ -148,12 +152,11 @@ def _search(model: nn.Module, fmt: str, calib: Calibration, opts: Int8Options, w
             progress: bool, log, save, onnx_kwargs: dict) -> dict:
     """Partial mode: the sensitivity table of the raw graph's blocks (:func:`_sensitivity`);
     the temporary quantized files carry the export metadata the backends read."""
-    from ..export.onnx import export_onnx
-    from ..metadata import read_metadata
+    from ..export.onnx import to_onnx
     kw = {**onnx_kwargs, "mode": "raw", "dynamic": False, "batch": 1}
-    src = export_onnx(model, workdir / "search_fp32.onnx", **kw)
+    src, meta = to_onnx(model, workdir / "search_fp32.onnx", **kw)
     target = QuantTarget(fmt, src, calib, len(model.head.strides), workdir, progress,
-                         opts.onnx_activations, meta=read_metadata(src))
+                         opts.onnx_activations, meta=meta)
     return _sensitivity(target, _Holdout(calib), opts.max_drop, opts.threads,
                         target.fp32_path(), progress, log, save=save)
 
