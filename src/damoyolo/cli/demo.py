@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..checkpoint import load_model, save_model
     from ..models.factory import build_model
+    from ..outputs import atomic_output, atomic_write_text
     from ..preprocess import preprocess_batch
     from ..postprocess import scale_boxes, Detections
     from ..viz import draw_detections
@@ -103,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
     det = Detections(scale_boxes(det.boxes, metas[0].scale_xy, metas[0].orig_hw), det.scores,
                      det.labels, det.class_names)
     drawn = draw_detections(img, det)
-    cv2.imwrite(str(out / "prediction.jpg"), drawn[:, :, ::-1])
-    (out / "prediction.json").write_text(json.dumps(det.to_list(), indent=1))
+    with atomic_output(out / "prediction.jpg") as tmp:
+        cv2.imwrite(str(tmp), drawn[:, :, ::-1])
+    atomic_write_text(out / "prediction.json", json.dumps(det.to_list(), indent=1))
     print(f"{model.cfg.name}: checkpoint {ckpt}, {len(det)} boxes (random weights: top-10 "
           f"shown) -> {out / 'prediction.jpg'}")
     return 0

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..config import ConfigError
 from ..data.shapes import CLASSES, background, object_patch
+from ..outputs import atomic_write_text
 
 __all__ = ["synth_frames", "write_synth_video", "gt_rows", "MIN_VISIBILITY"]
 
@@ -150,6 +151,6 @@ def write_synth_video(path: str | Path, frames: int = 150, seed: int = 0, size: 
     finally:
         writer.release()
     gt = p.with_name(f"{p.stem}_gt.txt")
-    gt.write_text("".join(ln + "\n" for ln in lines))
+    atomic_write_text(gt, "".join(ln + "\n" for ln in lines))
     return {"video": str(p), "gt": str(gt), "frames": frames, "objects": objects,
             "width": w, "height": h, "fps": float(fps)}

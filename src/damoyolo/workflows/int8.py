@@ -337,7 +337,11 @@ def write_sensitivity_chart(table: dict, path: str | Path, title: str = "") -> P
             f"-> drop {table['final_drop']:.2f} pts", transform=ax.transAxes, ha="right",
             va="bottom", fontsize=7)
     fig.tight_layout()
+    from ..outputs import atomic_output
     path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
     return path
