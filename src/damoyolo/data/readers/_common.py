@@ -30,6 +30,19 @@ def _oversized(h: int, w: int, where: str, report: DataReport) -> bool:
     return True
 
 
+def _image_hw(hw: tuple[int, int] | None, path: Path, where: str, report: DataReport,
+              why: str) -> tuple[int, int] | None:
+    """The image's (h, w): the annotation's ``hw`` when it has one, else read from the file;
+    None (reported) when neither gives one or the image is over the pixel limit."""
+    if hw is None:
+        hw = _size_from_file(path, report, f"{where}: {why}")
+        if hw is None:
+            return None
+    if _oversized(hw[0], hw[1], where, report):
+        return None
+    return hw
+
+
 def _sanitize_boxes(boxes: np.ndarray, labels: np.ndarray, h: int, w: int, where: str,
                     report: DataReport) -> tuple[np.ndarray, np.ndarray]:
     """Clip boxes to the image (counted) and drop zero/negative-area boxes (counted)."""

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..records import DataReport, DatasetError, DatasetIndex, Record
-from ._common import (_inside_root, _is_number, _oversized, _sanitize_boxes, _short,
-                      _size_from_file)
+from ._common import _image_hw, _inside_root, _is_number, _sanitize_boxes, _short
 
 
 def _find_coco_json(root: Path, split: str | None) -> Path:
@@ -144,15 +143,12 @@ def load_coco(json_path: str | Path, split: str | None = None, image_root: str |
                                     f"points outside the image folder {root}")
             continue
         h, w = im.get("height"), im.get("width")
-        if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
-            hw = _size_from_file(path, report,
-                                 f"{path} (image id {img_id}): no size in json and the file "
-                                 f"is unreadable")
-            if hw is None:
-                continue
-            h, w = hw
-        if _oversized(h, w, f"{path} (image id {img_id})", report):
+        declared = (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0)
+        hw = _image_hw((h, w) if declared else None, path, f"{path} (image id {img_id})",
+                       report, "no size in json and the file is unreadable")
+        if hw is None:
             continue
+        h, w = hw
         anns = per_image[img_id]
         boxes = np.array([b for b, _ in anns], dtype=np.float64).reshape(-1, 4)
         labels = np.array([lab for _, lab in anns], dtype=np.int64)

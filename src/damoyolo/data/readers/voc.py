@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..records import DataReport, DatasetError, DatasetIndex, Record
-from ._common import (_inside_root, _oversized, _read_names_file, _read_text, _sanitize_boxes,
-                      _size_from_file)
+from ._common import _image_hw, _inside_root, _read_names_file, _read_text, _sanitize_boxes
 
 
 def load_voc(root: str | Path, split: str | None = None) -> DatasetIndex:
@@ -66,17 +65,16 @@ def load_voc(root: str | Path, split: str | None = None) -> DatasetIndex:
         if not ip.is_file() and (img_dir / f"{xp.stem}.jpg").is_file():
             ip = img_dir / f"{xp.stem}.jpg"
         try:
-            h = int(float(tree.findtext("size/height")))
-            w = int(float(tree.findtext("size/width")))
-            assert h > 0 and w > 0
+            declared = (int(float(tree.findtext("size/height"))),
+                        int(float(tree.findtext("size/width"))))
+            assert min(declared) > 0
         except (TypeError, ValueError, OverflowError, AssertionError):  # absent, nan, inf
-            hw = _size_from_file(ip, report, f"{ip} ({xp.name}): no valid <size> and the image "
-                                             f"is unreadable")
-            if hw is None:
-                continue
-            h, w = hw
-        if _oversized(h, w, f"{ip} ({xp.name})", report):
+            declared = None
+        hw = _image_hw(declared, ip, f"{ip} ({xp.name})", report,
+                       "no valid <size> and the image is unreadable")
+        if hw is None:
             continue
+        h, w = hw
         boxes, labels = [], []
         for k, o in enumerate(tree.iter("object")):
             name = (o.findtext("name") or "").strip()
